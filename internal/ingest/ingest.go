@@ -1,0 +1,371 @@
+// Package ingest moves decision events from a durable JetStream consumer
+// into storage: it batches by size and time, validates each payload,
+// dead-letters what it must reject, and acknowledges a message only after
+// its row was accepted.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/guardwatch/observatory/internal/bus"
+	"github.com/guardwatch/observatory/internal/events"
+)
+
+// Inserter stores validated events; it returns only once they are durable.
+type Inserter interface {
+	Insert(ctx context.Context, evs []*events.Event) error
+}
+
+// Config tunes batching and retries. Zero fields take the defaults shown.
+type Config struct {
+	BatchSize    int           // rows per insert, default 5,000
+	BatchWait    time.Duration // longest a row waits for its batch, default 500ms
+	Workers      int           // decoding goroutines, default GOMAXPROCS
+	RetryDelay   time.Duration // first redelivery delay after a failed insert, default 1s
+	MaxDelay     time.Duration // cap of the growing redelivery delay, default 30s
+	DrainTimeout time.Duration // time to finish the open batch on stop, default 20s
+	Limits       events.Limits
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 5000
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 500 * time.Millisecond
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.RetryDelay <= 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.MaxDelay <= 0 {
+		c.MaxDelay = 30 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+}
+
+// Ingester consumes one durable consumer into an Inserter.
+type Ingester struct {
+	cfg   Config
+	js    jetstream.JetStream
+	cons  jetstream.Consumer
+	store Inserter
+	dec   *events.Decoder
+	m     *metrics
+	log   *slog.Logger
+
+	lastErr   atomic.Pointer[string]
+	lastBatch atomic.Int64 // unix ms of the last successful insert
+}
+
+// New returns an ingester. reg may be nil to skip metrics registration.
+func New(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store Inserter,
+	reg prometheus.Registerer, log *slog.Logger) *Ingester {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Ingester{
+		cfg: cfg, js: js, cons: cons, store: store,
+		dec: events.NewDecoder(cfg.Limits),
+		m:   newMetrics(reg),
+		log: log.With("component", "ingest"),
+	}
+}
+
+// Run consumes until ctx ends, then stops pulling, finishes the batch in
+// hand (on a context of its own, bounded by DrainTimeout) and returns.
+func (in *Ingester) Run(ctx context.Context) error {
+	iter, err := in.cons.Messages(jetstream.PullMaxMessages(in.cfg.BatchSize * 2))
+	if err != nil {
+		return fmt.Errorf("start consuming: %w", err)
+	}
+
+	msgs := make(chan jetstream.Msg, in.cfg.BatchSize)
+	go in.pull(iter, msgs)
+	go func() {
+		<-ctx.Done()
+		iter.Drain()
+	}()
+	go in.watchLag(ctx)
+
+	// One batch is inserted while the next one fills.
+	batches := make(chan []jetstream.Msg, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for b := range batches {
+			in.process(b)
+		}
+	}()
+
+	in.batch(msgs, batches)
+	close(batches)
+	wg.Wait()
+	in.log.Info("ingester stopped")
+	return nil
+}
+
+// pull copies messages from the iterator until it is closed.
+func (in *Ingester) pull(iter jetstream.MessagesContext, out chan<- jetstream.Msg) {
+	defer close(out)
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			in.log.Warn("pull messages", "err", err)
+			in.setErr("pull: " + err.Error())
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		out <- m
+	}
+}
+
+// batch groups messages by count and by age of the oldest one.
+func (in *Ingester) batch(msgs <-chan jetstream.Msg, out chan<- []jetstream.Msg) {
+	var cur []jetstream.Msg
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(cur) > 0 {
+			out <- cur
+			cur = nil
+		}
+		timer.Stop()
+	}
+
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				flush()
+				return
+			}
+			if len(cur) == 0 {
+				timer.Reset(in.cfg.BatchWait)
+			}
+			cur = append(cur, m)
+			if len(cur) >= in.cfg.BatchSize {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+type decoded struct {
+	ev     *events.Event
+	reason events.Reason
+	detail string
+}
+
+// process validates a batch, dead-letters rejects, inserts the rest and
+// settles every message: ack when stored, term when dead-lettered, nak
+// with a growing delay when the insert failed.
+func (in *Ingester) process(batch []jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.DrainTimeout)
+	defer cancel()
+	in.m.received.Add(float64(len(batch)))
+
+	results := in.decodeAll(batch)
+
+	var valid []*events.Event
+	var validMsgs, rejectMsgs []jetstream.Msg
+	var letters []*nats.Msg
+	for i, r := range results {
+		m := batch[i]
+		if r.ev != nil {
+			valid = append(valid, r.ev)
+			validMsgs = append(validMsgs, m)
+			continue
+		}
+		seq := uint64(0)
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		letters = append(letters, bus.DeadLetter(m.Subject(), seq, m.Data(), r.reason, r.detail))
+		rejectMsgs = append(rejectMsgs, m)
+	}
+
+	if len(letters) > 0 {
+		in.deadLetter(ctx, letters, rejectMsgs)
+	}
+	if len(valid) == 0 {
+		return
+	}
+
+	start := time.Now()
+	err := in.store.Insert(ctx, valid)
+	in.m.insertTime.Observe(time.Since(start).Seconds())
+	if err != nil {
+		in.m.insertErrors.Inc()
+		in.setErr("insert: " + err.Error())
+		in.log.Error("insert batch", "rows", len(valid), "err", err)
+		for _, m := range validMsgs {
+			_ = m.NakWithDelay(in.retryDelay(m))
+		}
+		in.m.retried.Add(float64(len(validMsgs)))
+		return
+	}
+
+	for _, m := range validMsgs {
+		if err := m.Ack(); err != nil {
+			// The row is stored; a redelivery is hidden by read-time dedup.
+			in.log.Warn("ack", "subject", m.Subject(), "err", err)
+		}
+	}
+	in.m.stored.Add(float64(len(valid)))
+	in.m.batchRows.Observe(float64(len(valid)))
+	for _, ev := range valid {
+		in.m.projectRows.WithLabelValues(ev.AccountID, ev.ProjectID).Inc()
+	}
+	in.lastBatch.Store(time.Now().UnixMilli())
+	in.lastErr.Store(nil)
+}
+
+func (in *Ingester) deadLetter(ctx context.Context, letters []*nats.Msg,
+	msgs []jetstream.Msg) {
+	if err := bus.PublishDeadLetters(ctx, in.js, letters); err != nil {
+		// Not recorded as a dead letter yet: let the broker redeliver.
+		in.log.Error("dead-letter batch", "count", len(letters), "err", err)
+		in.setErr("dead letter: " + err.Error())
+		for _, m := range msgs {
+			_ = m.NakWithDelay(in.retryDelay(m))
+		}
+		return
+	}
+	for _, l := range letters {
+		reason := l.Header.Get(bus.HeaderReason)
+		in.m.deadLetters.WithLabelValues(reason).Inc()
+		in.log.Info("dead letter", "subject", l.Header.Get(bus.HeaderOriginalSubject),
+			"reason", reason, "detail", l.Header.Get(bus.HeaderDetail))
+	}
+	for _, m := range msgs {
+		_ = m.Term()
+	}
+}
+
+// decodeAll validates the batch on Workers goroutines.
+func (in *Ingester) decodeAll(batch []jetstream.Msg) []decoded {
+	out := make([]decoded, len(batch))
+	workers := min(in.cfg.Workers, len(batch))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(batch) {
+					return
+				}
+				out[i] = in.decodeOne(batch[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (in *Ingester) decodeOne(m jetstream.Msg) decoded {
+	acct, proj, kind, err := events.ParseSubject(m.Subject())
+	if err != nil || kind != events.KindDecision {
+		return decoded{reason: events.ReasonBadSubject,
+			detail: "subject does not name a valid account and project"}
+	}
+	ev, err := in.dec.Decode(m.Data())
+	if err != nil {
+		var inv *events.InvalidError
+		if errors.As(err, &inv) {
+			return decoded{reason: inv.Reason, detail: inv.Detail}
+		}
+		return decoded{reason: events.ReasonInvalidJSON, detail: err.Error()}
+	}
+	if ev.AccountID != acct || ev.ProjectID != proj {
+		return decoded{reason: events.ReasonTenantMismatch,
+			detail: "payload account_id/project_id differ from the subject's"}
+	}
+	return decoded{ev: ev}
+}
+
+// retryDelay doubles with each delivery of the message, up to MaxDelay.
+func (in *Ingester) retryDelay(m jetstream.Msg) time.Duration {
+	n := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		n = md.NumDelivered
+	}
+	d := in.cfg.RetryDelay
+	for i := uint64(1); i < n && d < in.cfg.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, in.cfg.MaxDelay)
+}
+
+// watchLag samples the consumer's backlog for metrics and health.
+func (in *Ingester) watchLag(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		info, err := in.cons.Info(ctx)
+		if err == nil {
+			in.m.pending.Set(float64(info.NumPending))
+			in.m.ackPending.Set(float64(info.NumAckPending))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (in *Ingester) setErr(s string) { in.lastErr.Store(&s) }
+
+// Status is the ingester's view of its own health.
+type Status struct {
+	LastError     string    `json:"last_error,omitempty"`
+	LastInsert    time.Time `json:"last_insert,omitzero"`
+	Pending       uint64    `json:"pending"`
+	AckPending    int       `json:"ack_pending"`
+	ConsumerError string    `json:"consumer_error,omitempty"`
+}
+
+// Status reports the last error since the last good insert and the lag.
+func (in *Ingester) Status(ctx context.Context) Status {
+	var s Status
+	if p := in.lastErr.Load(); p != nil {
+		s.LastError = *p
+	}
+	if ms := in.lastBatch.Load(); ms > 0 {
+		s.LastInsert = time.UnixMilli(ms).UTC()
+	}
+	info, err := in.cons.Info(ctx)
+	if err != nil {
+		s.ConsumerError = err.Error()
+		return s
+	}
+	s.Pending = info.NumPending
+	s.AckPending = info.NumAckPending
+	return s
+}
