@@ -71,3 +71,23 @@ type Resource struct {
 	Account string
 	Project string
 }
+
+// Role names a token may grant in a project. The role templates under
+// policies/roles give each its actions; project policies may test other
+// role names too, since roles reach Cedar as plain strings.
+const (
+	RoleViewer  = "viewer"
+	RoleAnalyst = "analyst"
+	RoleAuditor = "auditor"
+	RoleAdmin   = "admin"
+)
+
+// Roles lists the built-in roles from least to most privileged.
+var Roles = []string{RoleViewer, RoleAnalyst, RoleAuditor, RoleAdmin}
+
+// Tiers of a project. The policy tree holds one baseline folder per tier.
+const (
+	TierFree       = "free"
+	TierPro        = "pro"
+	TierEnterprise = "enterprise"
+)
