@@ -230,7 +230,8 @@ when { 9223372036854775807 + (if context.tier == "enterprise" then 1 else 0) > 0
 	})
 	e, buf := mustLoad(t, dir)
 	p := user("acme", map[string][]string{"proj_prod": {authz.RoleAdmin}})
-	_, d, err := e.Authorize(context.Background(), p, authz.ListTraces, authz.Resource{Project: "proj_prod"})
+	_, d, err := e.Authorize(context.Background(), p, authz.ListTraces,
+		authz.Resource{Project: "proj_prod"})
 	require.ErrorIs(t, err, authz.ErrDenied)
 	require.Equal(t, "policy evaluation error", d.Reason)
 	require.NotEmpty(t, d.Errors)
