@@ -1,0 +1,92 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/guardwatch/observatory/internal/filter"
+)
+
+// errNotFound answers both "does not exist" and "not allowed": the two
+// must be indistinguishable to the viewer.
+var errNotFound = errors.New("not found")
+
+// errSignIn asks the viewer to sign in first.
+var errSignIn = errors.New("sign-in required")
+
+// userError is a problem the viewer can fix; Msg is safe to show.
+type userError struct {
+	Status int
+	Msg    string
+}
+
+func (e *userError) Error() string { return e.Msg }
+
+// badParam is a 400 naming the query parameter at fault.
+func badParam(param, format string, args ...any) error {
+	return &userError{Status: http.StatusBadRequest,
+		Msg: param + ": " + fmt.Sprintf(format, args...)}
+}
+
+// appHandler is a handler that returns its error to the boundary.
+type appHandler func(w http.ResponseWriter, r *http.Request) error
+
+// handle is the one error boundary: it maps an error to a status and a
+// message a viewer may see, logs only server faults and never shows an
+// error's own text unless it is a user error.
+func (s *server) handle(h appHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		s.fail(w, r, err)
+	})
+}
+
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ue *userError
+	var fe *filter.Error
+	switch {
+	case errors.Is(err, errSignIn):
+		target := "/signin"
+		if r.Method == http.MethodGet && r.URL.Path != "/" {
+			target += "?next=" + url.QueryEscape(r.URL.RequestURI())
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
+	case errors.Is(err, errNotFound):
+		s.errorPage(w, r, http.StatusNotFound, "Not found",
+			"There is nothing here, or you do not have access to it.")
+	case errors.As(err, &fe):
+		s.errorPage(w, r, http.StatusBadRequest, "Bad request", fe.Error())
+	case errors.As(err, &ue):
+		s.errorPage(w, r, ue.Status, http.StatusText(ue.Status), ue.Msg)
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The viewer went away; nobody is left to answer.
+	default:
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method,
+			"path", r.URL.Path, "err", err)
+		s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong",
+			"The page could not be loaded. Try again in a moment.")
+	}
+}
+
+// errorPage renders the error page. Its body depends only on the status,
+// the message and the viewer, never on the requested path, so "forbidden"
+// and "not found" stay identical.
+func (s *server) errorPage(w http.ResponseWriter, r *http.Request, status int,
+	title, msg string) {
+	v := ErrorView{Chrome: s.chrome(r, ""), Status: status, Title: title, Message: msg}
+	if r.Header.Get("Accept") == "text/event-stream" {
+		http.Error(w, title, status)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := ErrorPage(v).Render(r.Context(), w); err != nil {
+		s.log.WarnContext(r.Context(), "render error page", "err", err)
+	}
+}

@@ -1,0 +1,191 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/guardwatch/observatory/internal/authz"
+	"github.com/guardwatch/observatory/internal/filter"
+	"github.com/guardwatch/observatory/internal/store"
+)
+
+// PageSize is the number of decisions on one page of the traces list.
+const PageSize = 50
+
+// TraceRow is one decision in a list.
+type TraceRow struct {
+	ID          string
+	Href        string // empty when the id cannot be linked
+	Time        TimeView
+	Outcome     string
+	Decision    string
+	Mode        string
+	Severity    string
+	EventType   string
+	Action      string
+	Source      string
+	Categories  []string
+	Policies    []string
+	User        string
+	Agent       string
+	Application string
+	Session     string
+	SessionHref string
+	Reason      string
+	Score       string
+	Latency     string
+}
+
+// TracesView is the traces page.
+type TracesView struct {
+	Chrome
+	Filter    FilterView
+	Facets    []FacetView
+	Total     string
+	Rows      []TraceRow
+	NewerHref string // empty on the newest page
+	OlderHref string // empty on the oldest page
+	FirstHref string // the newest page, when not on it
+	TailURL   string // the live tail's event stream, on the newest page only
+}
+
+func projectPath(project string, parts ...string) string {
+	p := "/p/" + url.PathEscape(project)
+	for _, s := range parts {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
+	sc, err := s.projectScope(r, authz.ListTraces)
+	if err != nil {
+		return err
+	}
+	project := sc.Project()
+	f, loc, err := s.parseFilter(r)
+	if err != nil {
+		return err
+	}
+	content, err := s.allowed(r.Context(), authz.ViewContent, authz.KindProject, project, "")
+	if err != nil {
+		return err
+	}
+	if f.Text != "" && !content {
+		// The store searches previews too; without view_content that
+		// would let a viewer probe content they may not read.
+		return badParam("q", "searching text needs permission to view content")
+	}
+	q := r.URL.Query()
+	after, err := decodeCursor("after", q.Get("after"))
+	if err != nil {
+		return err
+	}
+	before, err := decodeCursor("before", q.Get("before"))
+	if err != nil {
+		return err
+	}
+	if !after.IsZero() && !before.IsZero() {
+		return badParam("before", "cannot be combined with after")
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
+	defer cancel()
+	var page store.Page
+	if before.IsZero() {
+		page, err = s.Store.List(ctx, sc, f, after, PageSize)
+	} else {
+		page, err = s.Store.ListNewer(ctx, sc, f, before, PageSize)
+	}
+	if err != nil {
+		return err
+	}
+	total, err := s.Store.Count(ctx, sc, f)
+	if err != nil {
+		return err
+	}
+	facets, err := s.Store.Facets(ctx, sc, f)
+	if err != nil {
+		return err
+	}
+
+	path := projectPath(project, "traces")
+	v := TracesView{
+		Chrome: s.chrome(r, project),
+		Filter: filterView(path, f, loc, content),
+		Facets: facetViews(path, f, facets),
+		Total:  count(total),
+	}
+	v.Section = "traces"
+	now := s.Now()
+	for _, d := range page.Rows {
+		v.Rows = append(v.Rows, traceRow(project, d, loc, now))
+	}
+	v.NewerHref, v.OlderHref, v.FirstHref = pageLinks(path, f, page, !after.IsZero(),
+		!before.IsZero())
+	if after.IsZero() && before.IsZero() {
+		v.TailURL = href(projectPath(project, "tail"), f.Values())
+	}
+	return s.render(w, r, http.StatusOK, TracesPage(v))
+}
+
+// pageLinks returns the newer, older and first-page links. A page reached
+// with "after" has newer rows above it; one reached with "before" has
+// older rows below it and more newer rows when the store says so.
+func pageLinks(path string, f filter.Filter, page store.Page, viaAfter,
+	viaBefore bool) (newer, older, first string) {
+	n := len(page.Rows)
+	if n == 0 {
+		if viaAfter || viaBefore {
+			first = href(path, f.Values())
+		}
+		return "", "", first
+	}
+	top := store.Cursor{At: page.Rows[0].OccurredAt, EventID: page.Rows[0].EventID}
+	bottom := store.Cursor{At: page.Rows[n-1].OccurredAt, EventID: page.Rows[n-1].EventID}
+	switch {
+	case viaBefore:
+		older = href(path, with(f, "after", encodeCursor(bottom)))
+		if page.More {
+			newer = href(path, with(f, "before", encodeCursor(top)))
+			first = href(path, f.Values())
+		}
+	case viaAfter:
+		newer = href(path, with(f, "before", encodeCursor(top)))
+		first = href(path, f.Values())
+		if page.More {
+			older = href(path, with(f, "after", encodeCursor(bottom)))
+		}
+	default:
+		if page.More {
+			older = href(path, with(f, "after", encodeCursor(bottom)))
+		}
+	}
+	return newer, older, first
+}
+
+func traceRow(project string, d store.Decision, loc *time.Location, now time.Time) TraceRow {
+	row := TraceRow{
+		ID: clean(d.EventID, 0), Time: timeView(d.OccurredAt, loc, now),
+		Outcome: d.Outcome, Decision: d.Decision, Mode: d.Mode,
+		Severity: d.HighestSeverity, EventType: d.EventType,
+		Action: clean(d.Action, 40), Source: d.Source,
+		Categories: cleanAll(d.ThreatCategories, 40), Policies: cleanAll(d.PolicyIDs, 40),
+		User: clean(d.UserID, 40), Agent: clean(d.AgentID, 40),
+		Application: clean(d.ApplicationID, 40), Session: clean(d.SessionID, 40),
+		Reason: clean(d.Reason, 140), Latency: ms(float64(d.LatencyMS)),
+	}
+	if validRef(d.EventID) {
+		row.Href = projectPath(project, "traces", d.EventID)
+	}
+	if validRef(d.SessionID) {
+		row.SessionHref = projectPath(project, "sessions", d.SessionID)
+	}
+	if d.MaxScore != nil {
+		row.Score = strconv.FormatFloat(float64(*d.MaxScore), 'f', 1, 32)
+	}
+	return row
+}

@@ -1,0 +1,39 @@
+package web
+
+// Chrome is the frame around every page: the signed-in viewer, the
+// project in view and the navigation.
+type Chrome struct {
+	SignedIn bool
+	Subject  string
+	Account  string
+	CSRF     string   // sign-out form token
+	Projects []string // the viewer's projects, for the switcher
+	Project  string   // the project in view; empty on pages about none
+	Section  string   // overview, traces or sessions
+	Title    string
+}
+
+// ErrorView is the error page.
+type ErrorView struct {
+	Chrome
+	Status  int
+	Title   string
+	Message string
+}
+
+// SigninView is the sign-in page.
+type SigninView struct {
+	Chrome
+	CSRF    string
+	Next    string
+	Error   string
+	Token   string         // a token from a sign-in link, awaiting confirmation
+	Confirm *SigninConfirm // who the link's token signs in as
+}
+
+// SigninConfirm names the identity a sign-in link carries.
+type SigninConfirm struct {
+	Subject  string
+	Account  string
+	Projects []string
+}
