@@ -74,12 +74,12 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// errorPage renders the error page. Its body depends only on the status,
-// the message and the viewer, never on the requested path, so "forbidden"
-// and "not found" stay identical.
+// errorPage renders the error page. Its body depends only on the status
+// and the message, never on the path or the viewer, so "forbidden", "not
+// found" and "bad credentials" stay identical.
 func (s *server) errorPage(w http.ResponseWriter, r *http.Request, status int,
 	title, msg string) {
-	v := ErrorView{Chrome: s.chrome(r, ""), Status: status, Title: title, Message: msg}
+	v := ErrorView{Chrome: Chrome{Bare: true}, Status: status, Title: title, Message: msg}
 	if r.Header.Get("Accept") == "text/event-stream" {
 		http.Error(w, title, status)
 		return

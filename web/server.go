@@ -83,7 +83,23 @@ func NewServer(d Deps) (http.Handler, error) {
 	}
 	s := &server{Deps: d, log: d.Logger.With("component", "web"), mux: http.NewServeMux()}
 	s.routes()
-	return s.secure(s.mux), nil
+	return s.secure(s.cleanPaths(s.mux)), nil
+}
+
+// cleanPaths answers a path with "." or ".." segments or empty segments
+// as not found, where ServeMux would redirect to the cleaned path: an id
+// like ".." must get the same answer as any other id that does not exist.
+func (s *server) cleanPaths(next http.Handler) http.Handler {
+	notFound := s.handle(func(http.ResponseWriter, *http.Request) error { return errNotFound })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p == "" || p[0] != '/' || strings.Contains(p, "//") ||
+			strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../") {
+			notFound.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *server) routes() {

@@ -82,8 +82,9 @@ type viewerKey struct{}
 
 // viewerCtx is the signed-in principal and its token.
 type viewerCtx struct {
-	p     *authz.Principal
-	token string
+	p      *authz.Principal
+	token  string
+	bearer bool // from an Authorization header: no cookie, no forms
 }
 
 func principal(ctx context.Context) *authz.Principal {
@@ -104,25 +105,36 @@ func (s *server) loadViewer(w http.ResponseWriter, r *http.Request) *http.Reques
 	if err != nil || p == nil {
 		return r
 	}
-	return r.WithContext(context.WithValue(r.Context(), viewerKey{}, viewerCtx{p, token}))
+	return r.WithContext(context.WithValue(r.Context(), viewerKey{}, viewerCtx{p: p, token: token}))
 }
 
-// viewer wraps a handler that needs a signed-in viewer. Without a session
-// cookie the viewer is sent to sign in. A cookie that does not verify
-// (tampered, expired, unsigned, signed by another key) is dropped and
-// answered exactly like a resource that does not exist, so a forged
-// credential learns nothing about what exists.
+// viewer wraps a handler that needs a signed-in viewer, from the session
+// cookie or an "Authorization: Bearer" token (for scripts). Without either
+// the viewer is sent to sign in. A credential that does not verify
+// (tampered, expired, unsigned, signed by another key) is answered exactly
+// like a resource that does not exist, so it learns nothing about what
+// exists; a bad cookie is dropped too.
 func (s *server) viewer(h appHandler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := r.Cookie(sessionCookie); err == nil {
-			r = s.loadViewer(w, r)
-		}
-		if principal(r.Context()) == nil {
-			if _, err := r.Cookie(sessionCookie); err == nil {
-				s.clearSession(w)
+		if auth := r.Header.Get("Authorization"); auth != "" {
+			token, ok := strings.CutPrefix(auth, "Bearer ")
+			if !ok || len(token) > maxTokenBytes {
 				return errNotFound
 			}
+			p, err := s.Verifier.Verify(r.Context(), strings.TrimSpace(token))
+			if err != nil || p == nil {
+				return errNotFound
+			}
+			v := viewerCtx{p: p, token: token, bearer: true}
+			return h(w, r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)))
+		}
+		if _, err := r.Cookie(sessionCookie); err != nil {
 			return errSignIn
+		}
+		r = s.loadViewer(w, r)
+		if principal(r.Context()) == nil {
+			s.clearSession(w)
+			return errNotFound
 		}
 		return h(w, r)
 	})

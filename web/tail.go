@@ -117,7 +117,8 @@ func (s *server) stillAllowed(ctx context.Context, r *http.Request, project stri
 	if err != nil || p == nil {
 		return false
 	}
-	ctx = context.WithValue(ctx, viewerKey{}, viewerCtx{p, v.token})
+	v.p = p
+	ctx = context.WithValue(ctx, viewerKey{}, v)
 	_, err = s.authorize(ctx, authz.ListTraces, authz.KindProject, project, "")
 	return err == nil
 }

@@ -10,7 +10,9 @@ type Chrome struct {
 	Projects []string // the viewer's projects, for the switcher
 	Project  string   // the project in view; empty on pages about none
 	Section  string   // overview, traces or sessions
-	Title    string
+	// Bare hides everything about the viewer, for pages whose body must
+	// not depend on who asks (the error page).
+	Bare bool
 }
 
 // ErrorView is the error page.

@@ -1,0 +1,137 @@
+package web_test
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/guardwatch/observatory/internal/identity"
+)
+
+// notFound is the reference answer: an id that exists nowhere.
+func notFound(t *testing.T, c *http.Client, base string) (int, string) {
+	t.Helper()
+	status, body := get(t, c, base+"/p/proj_prod/traces/evt-does-not-exist")
+	require.Equal(t, http.StatusNotFound, status)
+	return status, body
+}
+
+func TestIsolationAnswersLikeNotFound(t *testing.T) {
+	e := shared(t)
+	base := e.srv.URL
+	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"admin"}))
+	wantStatus, wantBody := notFound(t, acme, base)
+
+	// The acme viewer can see its own crafted event and session.
+	status, _ := get(t, acme, base+"/p/proj_prod/traces/evt-acme-shared")
+	require.Equal(t, http.StatusOK, status)
+
+	paths := map[string]string{
+		"another account's trace, same project id": "/p/proj_prod/traces/evt-globex-only",
+		"another account's project":                "/p/support-bot/traces",
+		"another project of the same account":      "/p/proj_staging/traces",
+		"a trace of the other project":             "/p/proj_staging/traces/evt-staging-only",
+		"overview of the other project":            "/p/proj_staging",
+		"sessions of the other project":            "/p/proj_staging/sessions",
+		"tail of another account":                  "/p/support-bot/tail",
+		"a session that exists in another account": "/p/proj_prod/sessions/sess-globex-only",
+		"a session of the other project":           "/p/proj_prod/sessions/sess-staging-only",
+		"a guessed event id":                       "/p/proj_prod/traces/evt-00000001",
+		"a guessed project":                        "/p/proj_secret/traces",
+		"an account id in place of a project":      "/p/globex/traces",
+	}
+	hostile := []string{".", "..", "*", ">", "a.b", "a*", "a>b", "a b", "a\x00b", "a\nb",
+		"a\x7fb", "%2e%2e", "evt-globex-only.", "\u202eevt", "a/b"}
+	for _, id := range hostile {
+		esc := url.PathEscape(id)
+		paths["event id "+url.QueryEscape(id)] = "/p/proj_prod/traces/" + esc
+		paths["session id "+url.QueryEscape(id)] = "/p/proj_prod/sessions/" + esc
+		paths["project id "+url.QueryEscape(id)] = "/p/" + esc + "/traces"
+	}
+	for name, p := range paths {
+		t.Run(name, func(t *testing.T) {
+			status, body := get(t, acme, base+p)
+			require.Equal(t, wantStatus, status, p)
+			require.Equal(t, wantBody, body, p)
+		})
+	}
+}
+
+func TestSharedSessionIDIsTwoSessions(t *testing.T) {
+	e := shared(t)
+	base := e.srv.URL
+	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"analyst"}))
+	status, doc := getDoc(t, acme, base+"/p/proj_prod/sessions/sess-shared")
+	require.Equal(t, http.StatusOK, status)
+	items := doc.Find(`[data-testid=timeline-item]`)
+	require.Equal(t, 1, items.Length(), "only acme's decision of the shared session id")
+	require.Contains(t, text(items), "crafted acme/proj_prod")
+	require.NotContains(t, text(doc.Selection), "globex")
+}
+
+func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
+	e := shared(t)
+	base := e.srv.URL
+	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"admin"}))
+	_, wantBody := notFound(t, acme, base)
+
+	good := e.token(t, "acme", []string{"proj_prod"}, []string{"admin"})
+	otherKey := t.TempDir()
+	require.NoError(t, identity.GenerateDevKey(otherKey))
+	foreign, err := identity.Mint(otherKey, identity.MintClaims{Account: "acme",
+		Projects: []string{"proj_prod"}, Roles: []string{"admin"}})
+	require.NoError(t, err)
+	expired := e.token(t, "acme", []string{"proj_prod"}, []string{"admin"},
+		func(c *identity.MintClaims) { c.Now = time.Now().Add(-2 * time.Hour) })
+	header, payload, _ := cut3(good)
+	tampered := header + "." + flipLast(payload) + "." + sigOf(good)
+	unsigned := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + payload + "."
+
+	tokens := map[string]string{"tampered": tampered, "expired": expired,
+		"unsigned": unsigned, "signed by another key": foreign, "garbage": "not-a-token"}
+	for name, tok := range tokens {
+		t.Run(name, func(t *testing.T) {
+			for _, p := range []string{"/p/proj_prod/traces", "/p/proj_prod/traces/evt-acme-shared"} {
+				req, _ := http.NewRequest(http.MethodGet, base+p, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				body := readAll(t, resp)
+				require.Equal(t, http.StatusNotFound, resp.StatusCode)
+				require.Equal(t, wantBody, body)
+			}
+		})
+	}
+
+	t.Run("forged session cookie", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/p/proj_prod/traces", nil)
+		req.AddCookie(&http.Cookie{Name: "obs_session", Value: "Zm9v.YmFy"})
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body := readAll(t, resp)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+		require.Equal(t, wantBody, body)
+	})
+
+	t.Run("session outlives its token", func(t *testing.T) {
+		short := e.token(t, "acme", []string{"proj_prod"}, []string{"admin"},
+			func(c *identity.MintClaims) { c.TTL = 2 * time.Second })
+		c := signIn(t, base, short)
+		time.Sleep(2500 * time.Millisecond)
+		status, body := get(t, c, base+"/p/proj_prod/traces")
+		require.Equal(t, http.StatusNotFound, status)
+		require.Equal(t, wantBody, body)
+	})
+
+	t.Run("a valid bearer token works", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/p/proj_prod/traces/evt-acme-shared", nil)
+		req.Header.Set("Authorization", "Bearer "+good)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		readAll(t, resp)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	})
+}
