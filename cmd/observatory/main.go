@@ -1,0 +1,128 @@
+// Command observatory serves the web UI over the decisions in ClickHouse,
+// and carries the dev token and authorization tools.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+	_ "time/tzdata" // viewers' time zones, also where the host has no zoneinfo
+
+	"github.com/alecthomas/kong"
+
+	"github.com/guardwatch/observatory/internal/authz"
+	"github.com/guardwatch/observatory/internal/identity"
+	"github.com/guardwatch/observatory/internal/store"
+	"github.com/guardwatch/observatory/web"
+)
+
+type cli struct {
+	Serve serveCmd `cmd:"" default:"withargs" help:"Serve the web UI."`
+	Token tokenCmd `cmd:"" help:"Mint a dev sign-in token."`
+	Authz authzCmd `cmd:"" help:"Authorization tools."`
+}
+
+// serveCmd is the configuration of the web server.
+type serveCmd struct {
+	Listen    string `name:"listen" env:"OBS_LISTEN" default:"127.0.0.1:8080" help:"Address to listen on."`
+	CHAddr    string `name:"clickhouse-addr" env:"OBS_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
+	CHDB      string `name:"clickhouse-db" env:"OBS_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
+	CHUser    string `name:"clickhouse-user" env:"OBS_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
+	CHPass    string `name:"clickhouse-password" env:"OBS_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	Policies  string `name:"policies" env:"OBS_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder; reloaded on change."`
+	JWKSFile  string `name:"jwks-file" env:"OBS_JWKS_FILE" help:"JWKS file of the token issuer."`
+	JWKSURL   string `name:"jwks-url" env:"OBS_JWKS_URL" help:"JWKS URL of the token issuer."`
+	Issuer    string `name:"issuer" env:"OBS_ISSUER" help:"Required token issuer (iss)."`
+	Audience  string `name:"audience" env:"OBS_AUDIENCE" help:"Required token audience (aud)."`
+	DevKeyDir string `name:"dev-key-dir" env:"OBS_DEV_KEY_DIR" help:"Dev signing key folder; its jwks.json is used when no JWKS is given, and a key is made if missing."`
+	Insecure  bool   `name:"insecure-cookies" env:"OBS_INSECURE_COOKIES" help:"Send cookies without Secure, for http://localhost development."`
+	Secret    string `name:"session-secret" env:"OBS_SESSION_SECRET" help:"Secret (32+ bytes) that signs sessions; default: random, so sessions end at restart."`
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c, kong.Name("observatory"),
+		kong.Description("Observatory: audit and observe AI guardrail decisions."))
+	kctx.FatalIfErrorf(kctx.Run())
+}
+
+// Run serves until SIGINT or SIGTERM.
+func (c *serveCmd) Run() error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, log); err != nil {
+		log.Error("observatory stopped", "err", err)
+		return err
+	}
+	return nil
+}
+
+func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
+	secret := []byte(c.Secret)
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		log.Warn("no session secret given; sessions end when the server restarts")
+	}
+	jwks := c.JWKSFile
+	if jwks == "" && c.JWKSURL == "" && c.DevKeyDir != "" {
+		if err := identity.GenerateDevKey(c.DevKeyDir); err != nil {
+			return fmt.Errorf("prepare dev key: %w", err)
+		}
+		jwks = filepath.Join(c.DevKeyDir, identity.DevJWKSFile)
+		log.Warn("verifying tokens with the dev key", "dir", c.DevKeyDir)
+	}
+	verifier, err := identity.NewVerifier(ctx, identity.Config{JWKSFile: jwks,
+		JWKSURL: c.JWKSURL, Issuer: c.Issuer, Audience: c.Audience})
+	if err != nil {
+		return fmt.Errorf("start token verifier: %w", err)
+	}
+	engine, err := authz.Load(c.Policies, log)
+	if err != nil {
+		return fmt.Errorf("load policies: %w", err)
+	}
+	if err := engine.Watch(ctx); err != nil {
+		return fmt.Errorf("watch policies: %w", err)
+	}
+	st, err := store.Open(ctx, store.Config{Addr: c.CHAddr, Database: c.CHDB,
+		User: c.CHUser, Password: c.CHPass, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	h, err := web.NewServer(web.Deps{Store: st, Verifier: verifier, Authz: engine,
+		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: c.Listen, Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
+		IdleTimeout: 2 * time.Minute, BaseContext: func(net.Listener) context.Context { return ctx }}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("observatory listening", "addr", c.Listen)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", c.Listen, err)
+	case <-ctx.Done():
+	}
+	// Live tails hold connections open; give ordinary requests 5 s.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
