@@ -3,8 +3,8 @@ package web
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/a-h/templ"
@@ -101,6 +101,10 @@ func (s *server) chrome(r *http.Request, project string) Chrome {
 		c.Account = clean(p.Account, 64)
 		c.CSRF = s.csrfToken(r)
 		c.Projects = s.Authz.Projects(p)
+		if project != "" {
+			c.CanSessions, _ = s.allowed(r.Context(), authz.ViewSession, authz.KindProject,
+				project, "")
+		}
 	}
 	return c
 }

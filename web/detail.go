@@ -104,6 +104,9 @@ func (s *server) trace(w http.ResponseWriter, r *http.Request) error {
 	}
 	v.Chrome = s.chrome(r, sc.Project())
 	v.Section = "traces"
+	if !v.CanSessions {
+		v.SessionHref = ""
+	}
 	return s.render(w, r, http.StatusOK, TracePage(v))
 }
 

@@ -19,9 +19,9 @@ import (
 // its expiry and signature stay in force for the whole session.
 const (
 	sessionCookie = "obs_session"
-	csrfCookie    = "obs_csrf"  // double-submit token of the sign-in form
-	tzCookie      = "obs_tz"    // the viewer's IANA time zone, set by app.js
-	maxTokenBytes = 8 << 10     // a longer token is refused before verification
+	csrfCookie    = "obs_csrf" // double-submit token of the sign-in form
+	tzCookie      = "obs_tz"   // the viewer's IANA time zone, set by app.js
+	maxTokenBytes = 8 << 10    // a longer token is refused before verification
 	sessionMaxAge = 12 * time.Hour
 )
 

@@ -43,6 +43,10 @@ func (s *server) tail(w http.ResponseWriter, r *http.Request) error {
 	if f.Text != "" && !content {
 		return badParam("q", "searching text needs permission to view content")
 	}
+	sessions, err := s.allowed(r.Context(), authz.ViewSession, authz.KindProject, project, "")
+	if err != nil {
+		return err
+	}
 	floor := uint64(time.Now().UnixMilli())
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		v, err := strconv.ParseUint(id, 10, 64)
@@ -66,7 +70,7 @@ func (s *server) tail(w http.ResponseWriter, r *http.Request) error {
 
 	ctx, cancel := context.WithTimeout(r.Context(), tailMaxLife)
 	defer cancel()
-	t := tailer{s: s, f: f, loc: loc, project: project, sc: sc, floor: floor,
+	t := tailer{s: s, f: f, loc: loc, project: project, sc: sc, sessions: sessions, floor: floor,
 		cursor: floor, seen: map[string]uint64{}}
 	tick := time.NewTicker(s.TailInterval)
 	defer tick.Stop()
@@ -130,9 +134,11 @@ type tailer struct {
 	loc     *time.Location
 	project string
 	sc      store.Scope
-	floor   uint64            // the stream's start; nothing stored before is new
-	cursor  uint64            // the newest ingested_at sent
-	seen    map[string]uint64 // event ids sent within the overlap window
+	// sessions says whether rows may link to the session page.
+	sessions bool
+	floor    uint64            // the stream's start; nothing stored before is new
+	cursor   uint64            // the newest ingested_at sent
+	seen     map[string]uint64 // event ids sent within the overlap window
 }
 
 // poll sends the decisions stored since the last poll and returns how many.
@@ -167,6 +173,9 @@ func (t *tailer) poll(ctx context.Context, w http.ResponseWriter) (int, error) {
 		t.cursor = max(t.cursor, a.IngestedAt)
 		buf.Reset()
 		row := traceRow(t.project, a.Decision, t.loc, now)
+		if !t.sessions {
+			row.SessionHref = ""
+		}
 		if err := traceRowView(row).Render(ctx, &buf); err != nil {
 			return n, fmt.Errorf("render live row: %w", err)
 		}

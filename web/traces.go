@@ -122,7 +122,11 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	v.Section = "traces"
 	now := s.Now()
 	for _, d := range page.Rows {
-		v.Rows = append(v.Rows, traceRow(project, d, loc, now))
+		row := traceRow(project, d, loc, now)
+		if !v.CanSessions {
+			row.SessionHref = ""
+		}
+		v.Rows = append(v.Rows, row)
 	}
 	v.NewerHref, v.OlderHref, v.FirstHref = pageLinks(path, f, page, !after.IsZero(),
 		!before.IsZero())

@@ -152,16 +152,16 @@ func TestTracesBadParametersAre400(t *testing.T) {
 	e := shared(t)
 	c := signIn(t, e.srv.URL, e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"}))
 	cases := map[string]string{
-		"outcome=nope":                         "outcome",
-		"range=2y":                             "range",
-		"from=yesterday&to=today":              "from",
-		"after=not-a-cursor":                   "after",
-		"before=AAAA":                          "before",
-		"after=" + strings.Repeat("A", 400):    "after",
-		"severity=extreme":                     "severity",
-		"user=" + url.QueryEscape("a\x01b"):    "user",
-		"q=secret":                             "q",
-		"from=2020-01-01&to=2021-01-01":        "from",
+		"outcome=nope":                      "outcome",
+		"range=2y":                          "range",
+		"from=yesterday&to=today":           "from",
+		"after=not-a-cursor":                "after",
+		"before=AAAA":                       "before",
+		"after=" + strings.Repeat("A", 400): "after",
+		"severity=extreme":                  "severity",
+		"user=" + url.QueryEscape("a\x01b"): "user",
+		"q=secret":                          "q",
+		"from=2020-01-01&to=2021-01-01":     "from",
 	}
 	for query, param := range cases {
 		t.Run(query[:min(len(query), 30)], func(t *testing.T) {

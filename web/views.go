@@ -10,6 +10,8 @@ type Chrome struct {
 	Projects []string // the viewer's projects, for the switcher
 	Project  string   // the project in view; empty on pages about none
 	Section  string   // overview, traces or sessions
+	// CanSessions says whether the viewer may open the project's sessions.
+	CanSessions bool
 	// Bare hides everything about the viewer, for pages whose body must
 	// not depend on who asks (the error page).
 	Bare bool
