@@ -1,0 +1,40 @@
+// Command bench measures the pipeline on this machine against its physical
+// limits, each figure next to the limits measured in the same run.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"github.com/alecthomas/kong"
+)
+
+type cli struct {
+	ClickHouseAddr string `name:"clickhouse-addr" env:"GUARD_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
+
+	Ingest ingestCmd `cmd:"" help:"Ingest throughput: end to end, consume-only and insert-only."`
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c, kong.Description("Pipeline benchmarks."))
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr,
+		&slog.HandlerOptions{Level: slog.LevelWarn})))
+	fmt.Printf("machine: %d cores, %s\n", runtime.NumCPU(), memTotal())
+	ctx.FatalIfErrorf(ctx.Run(&c))
+}
+
+// memTotal reads the machine's memory from /proc/meminfo.
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "memory unknown"
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return "memory unknown"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+}
