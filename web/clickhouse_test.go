@@ -1,6 +1,10 @@
 package web_test
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"net"
 	"os"
 	"testing"
@@ -24,4 +28,22 @@ func clickhouseAddr(t testing.TB) string {
 	}
 	t.Skip("no ClickHouse: set OBS_CLICKHOUSE_ADDR")
 	return ""
+}
+
+// database creates an empty database for one test and drops it after.
+func database(t testing.TB, addr string) string {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("web_%d", time.Now().UnixNano())
+	if err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
+		conn.Close()
+	})
+	return name
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func TestTraceDetailShowsEveryPart(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	var ev = e.events["acme/proj_prod"][0]
 	for _, x := range e.events["acme/proj_prod"] {
 		if len(x.DeterminingPolicies) > 0 && x.Content != nil {
@@ -64,7 +64,7 @@ func TestTraceDetailShowsEveryPart(t *testing.T) {
 }
 
 func TestTraceLinksToSameTraceID(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	ev := e.events["acme/proj_prod"][3]
 	c := signIn(t, e.srv.URL, e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"}))
 	_, doc := getDoc(t, c, e.srv.URL+"/p/proj_prod/traces/"+ev.EventID)
@@ -83,7 +83,7 @@ func TestTraceLinksToSameTraceID(t *testing.T) {
 }
 
 func TestContentNeedsViewContent(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	ev := e.events["acme/proj_prod"][0]
 	preview := ev.Content.RedactedPreview
 	require.NotEmpty(t, preview)

@@ -2,17 +2,14 @@ package web_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,45 +35,26 @@ type env struct {
 	events map[string][]*events.Event
 }
 
-var (
-	sharedOnce sync.Once
-	sharedEnv  *env
-	sharedErr  error
-)
-
-// shared returns the package's environment, built once: a fresh database
-// with generated traffic of the demo tenants plus the crafted events the
-// isolation tests aim at.
-func shared(t testing.TB) *env {
+// newEnv builds a fresh environment for one test: its own database with
+// generated traffic of the demo tenants plus the crafted events the
+// isolation tests aim at, a dev key and a server.
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	addr := clickhouseAddr(t)
-	sharedOnce.Do(func() { sharedEnv, sharedErr = newEnv(addr) })
-	require.NoError(t, sharedErr)
-	return sharedEnv
-}
-
-func newEnv(addr string) (*env, error) {
+	db := database(t, addr)
 	ctx := context.Background()
-	db := fmt.Sprintf("web_test_%d", time.Now().UnixNano())
 	st, err := store.Open(ctx, store.Config{Addr: addr, Database: db,
 		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return nil, err
-	}
-	e := &env{st: st, now: time.Now().UTC(), events: map[string][]*events.Event{}}
-	if err := e.seed(ctx); err != nil {
-		return nil, err
-	}
-	keyDir, err := os.MkdirTemp("", "web-test-keys")
-	if err != nil {
-		return nil, err
-	}
-	e.keyDir = keyDir
-	if err := identity.GenerateDevKey(keyDir); err != nil {
-		return nil, err
-	}
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	e := &env{st: st, now: time.Now().UTC(), events: map[string][]*events.Event{},
+		keyDir: t.TempDir()}
+	require.NoError(t, e.seed(ctx))
+	require.NoError(t, identity.GenerateDevKey(e.keyDir))
 	e.srv, err = e.server(ctx, true)
-	return e, err
+	require.NoError(t, err)
+	t.Cleanup(e.srv.Close)
+	return e
 }
 
 // server builds an observatory handler over the env's store.

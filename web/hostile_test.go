@@ -46,7 +46,7 @@ func requireInert(t *testing.T, body string) {
 }
 
 func TestHostileEventsRenderInert(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	g := gen.New(5, nil, nil)
 	ev := g.NextFor(gen.Tenant{Account: "acme", Project: "proj_staging"})
 	ev.EventID = "evt-hostile"

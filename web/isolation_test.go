@@ -20,7 +20,7 @@ func notFound(t *testing.T, c *http.Client, base string) (int, string) {
 }
 
 func TestIsolationAnswersLikeNotFound(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	base := e.srv.URL
 	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"admin"}))
 	wantStatus, wantBody := notFound(t, acme, base)
@@ -61,7 +61,7 @@ func TestIsolationAnswersLikeNotFound(t *testing.T) {
 }
 
 func TestSharedSessionIDIsTwoSessions(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	base := e.srv.URL
 	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"analyst"}))
 	status, doc := getDoc(t, acme, base+"/p/proj_prod/sessions/sess-shared")
@@ -73,7 +73,7 @@ func TestSharedSessionIDIsTwoSessions(t *testing.T) {
 }
 
 func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	base := e.srv.URL
 	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"admin"}))
 	_, wantBody := notFound(t, acme, base)

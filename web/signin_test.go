@@ -26,7 +26,7 @@ func signinForm(t *testing.T, c *http.Client, u string) url.Values {
 }
 
 func TestSigninRedirectsOnlyOnSite(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	tok := e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"})
 	cases := map[string]string{
 		"/p/proj_prod/traces?outcome=blocked": "/p/proj_prod/traces?outcome=blocked",
@@ -53,7 +53,7 @@ func TestSigninRedirectsOnlyOnSite(t *testing.T) {
 }
 
 func TestSigninNeedsCSRFAndAValidToken(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	tok := e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"})
 	jar, _ := cookiejar.New(nil)
 	c := noRedirect(jar)
@@ -77,7 +77,7 @@ func TestSigninNeedsCSRFAndAValidToken(t *testing.T) {
 }
 
 func TestSessionCookieFlagsAndSignout(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	srv, err := e.server(context.Background(), false)
 	require.NoError(t, err)
 	defer srv.Close()
@@ -151,7 +151,7 @@ func TestSessionCookieFlagsAndSignout(t *testing.T) {
 }
 
 func TestSecurityHeaders(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	resp, err := http.Get(e.srv.URL + "/signin")
 	require.NoError(t, err)
 	readAll(t, resp)

@@ -48,7 +48,7 @@ func readEvents(resp *http.Response) <-chan sseEvent {
 }
 
 func TestTailStreamsNewDecisionsOfItsProjectOnly(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := signIn(t, e.srv.URL, e.token(t, "globex", []string{"support-bot"}, []string{"viewer"}))
@@ -94,7 +94,7 @@ func TestTailStreamsNewDecisionsOfItsProjectOnly(t *testing.T) {
 }
 
 func TestTailNeedsAccess(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	c := signIn(t, e.srv.URL, e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"}))
 	status, _ := get(t, c, e.srv.URL+"/p/support-bot/tail")
 	require.Equal(t, http.StatusNotFound, status)

@@ -27,7 +27,7 @@ func rowIDs(doc *goquery.Document) []string {
 }
 
 func TestTracesPagingNeitherSkipsNorRepeats(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	ctx := context.Background()
 	// 130 decisions on three instants, far from the generated traffic,
 	// in a project no other test writes to.
@@ -104,7 +104,7 @@ func TestTracesPagingNeitherSkipsNorRepeats(t *testing.T) {
 }
 
 func TestTracesFiltersAndFacets(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	c := signIn(t, e.srv.URL, e.token(t, "acme", []string{"proj_prod"}, []string{"analyst"}))
 	base := e.srv.URL + "/p/proj_prod/traces"
 
@@ -149,7 +149,7 @@ func TestTracesFiltersAndFacets(t *testing.T) {
 }
 
 func TestTracesBadParametersAre400(t *testing.T) {
-	e := shared(t)
+	e := newEnv(t)
 	c := signIn(t, e.srv.URL, e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"}))
 	cases := map[string]string{
 		"outcome=nope":                      "outcome",
