@@ -109,7 +109,8 @@ func TestBrowserEndToEnd(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=signin-confirm]`)))
 	shot(t, ctx, "signin")
 	require.Equal(t, "/", follow(t, ctx, `[data-testid=signin-continue]`))
-	require.Equal(t, 2, eval[int](t, ctx, `document.querySelectorAll('[data-testid=project-row]').length`))
+	require.Equal(t, 2, eval[int](t, ctx,
+		`document.querySelectorAll('[data-testid=project-row]').length`))
 	shot(t, ctx, "projects")
 
 	// Pick a project: its overview with the chart.

@@ -29,16 +29,20 @@ func decodeCursor(param, s string) (store.Cursor, error) {
 	}
 	b, err := b64.DecodeString(s)
 	if err != nil || len(s) > 300 || len(b) < 10 || b[0] != cursorVersion {
-		return store.Cursor{}, badParam(param, "is not a valid page cursor; start from the first page")
+		return store.Cursor{}, badCursor(param)
 	}
 	msec := int64(binary.BigEndian.Uint64(b[1:9]))
 	id := string(b[9:])
 	at := time.UnixMilli(msec).UTC()
 	if msec <= 0 || at.Year() > 9999 || len(id) > maxRefLen || !utf8.ValidString(id) ||
 		strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return store.Cursor{}, badParam(param, "is not a valid page cursor; start from the first page")
+		return store.Cursor{}, badCursor(param)
 	}
 	return store.Cursor{At: at, EventID: id}, nil
+}
+
+func badCursor(param string) error {
+	return badParam(param, "is not a valid page cursor; start from the first page")
 }
 
 // encodeSessionCursor and decodeSessionCursor do the same for the list

@@ -91,6 +91,8 @@ type FilterView struct {
 	Custom     bool
 	FromLocal  string // datetime-local values of a custom range
 	ToLocal    string
+	FromUTC    string // the exact range, RFC 3339, kept by the filter form
+	ToUTC      string
 	RangeLabel string
 	Zone       string
 	Selects    []SelectField
@@ -116,6 +118,7 @@ func filterView(path string, f filter.Filter, loc *time.Location,
 			Active: f.Preset == p.Name})
 	}
 	const local = "2006-01-02T15:04"
+	v.FromUTC, v.ToUTC = f.From.UTC().Format(time.RFC3339), f.To.UTC().Format(time.RFC3339)
 	if v.Custom {
 		v.FromLocal = f.From.In(loc).Format(local)
 		v.ToLocal = f.To.In(loc).Format(local)

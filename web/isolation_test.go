@@ -94,7 +94,8 @@ func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
 		"unsigned": unsigned, "signed by another key": foreign, "garbage": "not-a-token"}
 	for name, tok := range tokens {
 		t.Run(name, func(t *testing.T) {
-			for _, p := range []string{"/p/proj_prod/traces", "/p/proj_prod/traces/evt-acme-shared"} {
+			for _, p := range []string{"/p/proj_prod/traces",
+				"/p/proj_prod/traces/evt-acme-shared"} {
 				req, _ := http.NewRequest(http.MethodGet, base+p, nil)
 				req.Header.Set("Authorization", "Bearer "+tok)
 				resp, err := http.DefaultClient.Do(req)

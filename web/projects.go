@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/guardwatch/observatory/internal/authz"
@@ -43,7 +44,7 @@ func (s *server) projects(w http.ResponseWriter, r *http.Request) error {
 	for _, project := range s.Authz.Projects(principal(ctx)) {
 		sc, err := s.authorize(ctx, authz.ListTraces, authz.KindProject, project, "")
 		if err != nil {
-			if err == errNotFound {
+			if errors.Is(err, errNotFound) {
 				continue
 			}
 			return err
@@ -64,8 +65,9 @@ func (s *server) projects(w http.ResponseWriter, r *http.Request) error {
 		}
 		q := rangeOnly.Values()
 		v.Projects = append(v.Projects, ProjectCard{ID: project,
-			Href: href(projectPath(project), q), TracesHref: href(projectPath(project, "traces"), q),
-			Decisions: count(total), Blocked: count(blocked), Flagged: count(flagged)})
+			Href:       href(projectPath(project), q),
+			TracesHref: href(projectPath(project, "traces"), q),
+			Decisions:  count(total), Blocked: count(blocked), Flagged: count(flagged)})
 	}
 	return s.render(w, r, http.StatusOK, ProjectsPage(v))
 }

@@ -88,7 +88,8 @@ func (s *server) signout(w http.ResponseWriter, r *http.Request) error {
 func safeNext(next string) string {
 	if next == "" || len(next) > 2048 || !strings.HasPrefix(next, "/") ||
 		strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\") ||
-		strings.ContainsFunc(next, unicode.IsControl) || strings.ContainsFunc(next, unicode.IsSpace) {
+		strings.ContainsFunc(next, unicode.IsControl) ||
+		strings.ContainsFunc(next, unicode.IsSpace) {
 		return "/"
 	}
 	u, err := url.Parse(next)

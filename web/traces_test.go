@@ -120,9 +120,8 @@ func TestTracesFiltersAndFacets(t *testing.T) {
 
 	status, doc := getDoc(t, c, base)
 	require.Equal(t, http.StatusOK, status)
-	facet := doc.Find(`[data-facet=outcome] li`).FilterFunction(func(_ int, s *goquery.Selection) bool {
-		return text(s.Find(".fv")) == "blocked"
-	})
+	facet := doc.Find(`[data-facet=outcome] li`).FilterFunction(
+		func(_ int, s *goquery.Selection) bool { return text(s.Find(".fv")) == "blocked" })
 	require.Equal(t, fmt.Sprint(blocked), text(facet.Find(".fc")))
 	href, _ := facet.Find("a").Attr("href")
 
