@@ -1,9 +1,12 @@
 package events
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -159,7 +162,8 @@ func (d *Decoder) Decode(payload []byte) (*Event, error) {
 	if !utf8.Valid(payload) {
 		return nil, invalid(ReasonInvalidUTF8, "payload is not valid UTF-8")
 	}
-	if err := checkDepth(payload, d.limits.MaxDepth); err != nil {
+	spaced, err := scan(payload, d.limits.MaxDepth)
+	if err != nil {
 		return nil, err
 	}
 
@@ -170,35 +174,58 @@ func (d *Decoder) Decode(payload []byte) (*Event, error) {
 	if err := d.Validate(&ev); err != nil {
 		return nil, err
 	}
+	raw := jsontext.Value(slices.Clone(payload))
+	if spaced {
+		if err := raw.Compact(); err != nil {
+			return nil, invalid(ReasonInvalidJSON, "%s", trimJSONErr(err))
+		}
+	}
+	ev.Raw = raw
 	return &ev, nil
 }
 
-// checkDepth rejects payloads nested deeper than max without decoding them.
-// Strings are skipped so brackets inside them do not count.
-func checkDepth(p []byte, max int) error {
-	depth, inStr, esc := 0, false, false
-	for _, c := range p {
-		switch {
-		case inStr:
-			if esc {
-				esc = false
-			} else if c == '\\' {
-				esc = true
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '{' || c == '[':
+// scan rejects payloads nested deeper than max without decoding them, and
+// reports whether the payload has whitespace outside strings (so needs
+// compacting). Strings are skipped with IndexByte, which is most of an
+// event's bytes.
+func scan(p []byte, max int) (spaced bool, err error) {
+	depth := 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '"':
+			i = stringEnd(p, i+1)
+		case '{', '[':
 			depth++
 			if depth > max {
-				return invalid(ReasonLimit, "nesting deeper than %d levels", max)
+				return false, invalid(ReasonLimit, "nesting deeper than %d levels", max)
 			}
-		case c == '}' || c == ']':
+		case '}', ']':
 			depth--
+		case ' ', '\t', '\n', '\r':
+			spaced = true
 		}
 	}
-	return nil
+	return spaced, nil
+}
+
+// stringEnd returns the index of the quote closing a string whose content
+// starts at i, or len(p) when it is unterminated.
+func stringEnd(p []byte, i int) int {
+	for {
+		j := bytes.IndexByte(p[i:], '"')
+		if j < 0 {
+			return len(p)
+		}
+		end := i + j
+		bs := 0
+		for k := end - 1; k >= i && p[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return end
+		}
+		i = end + 1
+	}
 }
 
 func classify(err error) error {
@@ -281,6 +308,25 @@ func (d *Decoder) Validate(ev *Event) error {
 	return nil
 }
 
+// elem names an element of an array field, formatted only when an error
+// needs it, so validating a valid event does not format strings.
+type elem struct {
+	array string
+	i     int
+	sub   string
+}
+
+func (e elem) String() string {
+	if e.sub == "" {
+		return e.array + "[" + strconv.Itoa(e.i) + "]"
+	}
+	return e.array + "[" + strconv.Itoa(e.i) + "]." + e.sub
+}
+
+type name string
+
+func (n name) String() string { return string(n) }
+
 func requireID(field, v string) error {
 	if v == "" {
 		return invalid(ReasonMissingField, "%s is required", field)
@@ -308,7 +354,7 @@ func (d *Decoder) validateTime(ev *Event) error {
 	return nil
 }
 
-func oneOf(field, v string, allowed []string, required bool) error {
+func oneOf(field fmt.Stringer, v string, allowed []string, required bool) error {
 	if v == "" {
 		if required {
 			return invalid(ReasonMissingField, "%s is required", field)
@@ -325,7 +371,7 @@ func oneOf(field, v string, allowed []string, required bool) error {
 
 func validateEnums(ev *Event) error {
 	checks := []struct {
-		field    string
+		field    name
 		v        string
 		allowed  []string
 		required bool
@@ -347,7 +393,7 @@ func validateEnums(ev *Event) error {
 		if p.PolicyID == "" {
 			return invalid(ReasonMissingField, "determining_policies[%d].policy_id is required", i)
 		}
-		if err := oneOf(fmt.Sprintf("determining_policies[%d].severity", i), p.Severity,
+		if err := oneOf(elem{"determining_policies", i, "severity"}, p.Severity,
 			Severities, false); err != nil {
 			return err
 		}
@@ -356,7 +402,7 @@ func validateEnums(ev *Event) error {
 		if s.Detector == "" {
 			return invalid(ReasonMissingField, "signals[%d].detector is required", i)
 		}
-		if err := oneOf(fmt.Sprintf("signals[%d].severity", i), s.Severity,
+		if err := oneOf(elem{"signals", i, "severity"}, s.Severity,
 			Severities, false); err != nil {
 			return err
 		}
@@ -379,19 +425,15 @@ func validateNumbers(ev *Event, l Limits) error {
 			return invalid(ReasonInvalidScore, "signals[%d].score must be within 0-100", i)
 		}
 	}
-	lat := []struct {
-		field string
-		v     float64
-	}{{"latency.total_ms", ev.Latency.TotalMS}, {"latency.eval_ms", ev.Latency.EvalMS}}
-	for i, det := range ev.Detectors {
-		lat = append(lat, struct {
-			field string
-			v     float64
-		}{fmt.Sprintf("detectors[%d].latency_ms", i), det.LatencyMS})
+	badLatency := func(v float64) bool { return math.IsNaN(v) || v < 0 || v > l.MaxLatencyMS }
+	if badLatency(ev.Latency.TotalMS) || badLatency(ev.Latency.EvalMS) {
+		return invalid(ReasonLimit, "latency.total_ms and eval_ms must be within 0-%g",
+			l.MaxLatencyMS)
 	}
-	for _, x := range lat {
-		if math.IsNaN(x.v) || x.v < 0 || x.v > l.MaxLatencyMS {
-			return invalid(ReasonLimit, "%s must be within 0-%g", x.field, l.MaxLatencyMS)
+	for i, det := range ev.Detectors {
+		if badLatency(det.LatencyMS) {
+			return invalid(ReasonLimit, "%s must be within 0-%g",
+				elem{"detectors", i, "latency_ms"}, l.MaxLatencyMS)
 		}
 	}
 	if t := ev.ConversationTurn; t != nil && (*t < 0 || *t > l.MaxConvTurn) {
@@ -414,20 +456,23 @@ func validateNumbers(ev *Event, l Limits) error {
 
 func (d *Decoder) validateSizes(ev *Event) error {
 	l := d.limits
-	str := func(field, v string) error {
+	str := func(field fmt.Stringer, v string) error {
 		if len(v) > l.MaxStringLen {
 			return invalid(ReasonLimit, "%s is longer than %d bytes", field, l.MaxStringLen)
 		}
 		return nil
 	}
-	arr := func(field string, n, max int) error {
+	arr := func(field fmt.Stringer, n, max int) error {
 		if n > max {
 			return invalid(ReasonLimit, "%s has more than %d entries", field, max)
 		}
 		return nil
 	}
 
-	type field struct{ name, v string }
+	type field struct {
+		name name
+		v    string
+	}
 	fields := []field{
 		{"application_id", ev.ApplicationID}, {"request_id", ev.RequestID},
 		{"audit_id", ev.AuditID}, {"trace_id", ev.TraceID}, {"span_id", ev.SpanID},
@@ -459,46 +504,51 @@ func (d *Decoder) validateSizes(ev *Event) error {
 		}
 	}
 
-	if err := arr("threat_categories", len(ev.ThreatCategories), l.MaxArrayLen); err != nil {
+	if err := arr(name("threat_categories"), len(ev.ThreatCategories), l.MaxArrayLen); err != nil {
 		return err
 	}
-	if err := arr("determining_policies", len(ev.DeterminingPolicies), l.MaxPolicies); err != nil {
+	if err := arr(name("determining_policies"), len(ev.DeterminingPolicies), l.MaxPolicies); err != nil {
 		return err
 	}
-	if err := arr("signals", len(ev.Signals), l.MaxSignals); err != nil {
+	if err := arr(name("signals"), len(ev.Signals), l.MaxSignals); err != nil {
 		return err
 	}
-	if err := arr("detectors", len(ev.Detectors), l.MaxDetectors); err != nil {
+	if err := arr(name("detectors"), len(ev.Detectors), l.MaxDetectors); err != nil {
 		return err
 	}
 	for _, c := range ev.ThreatCategories {
-		if err := str("threat_categories[]", c); err != nil {
+		if err := str(name("threat_categories[]"), c); err != nil {
 			return err
 		}
 	}
 	for i, p := range ev.DeterminingPolicies {
-		if err := arr(fmt.Sprintf("determining_policies[%d].tags", i), len(p.Tags),
+		if err := arr(elem{"determining_policies", i, "tags"}, len(p.Tags),
 			l.MaxArrayLen); err != nil {
 			return err
 		}
-		for _, s := range append([]string{p.PolicyID, p.Category, p.RejectMessage}, p.Tags...) {
-			if err := str(fmt.Sprintf("determining_policies[%d]", i), s); err != nil {
+		for _, s := range [3]string{p.PolicyID, p.Category, p.RejectMessage} {
+			if err := str(elem{"determining_policies", i, ""}, s); err != nil {
+				return err
+			}
+		}
+		for _, s := range p.Tags {
+			if err := str(elem{"determining_policies", i, ""}, s); err != nil {
 				return err
 			}
 		}
 	}
 	for i, s := range ev.Signals {
-		if err := str(fmt.Sprintf("signals[%d]", i), s.ID+s.Detector); err != nil {
+		if err := str(elem{"signals", i, ""}, s.ID+s.Detector); err != nil {
 			return err
 		}
 	}
 	for i, det := range ev.Detectors {
-		if err := str(fmt.Sprintf("detectors[%d]", i), det.Name+det.Tier+det.Status); err != nil {
+		if err := str(elem{"detectors", i, ""}, det.Name+det.Tier+det.Status); err != nil {
 			return err
 		}
 	}
 	if ev.Identity != nil {
-		if err := arr("identity.scopes", len(ev.Identity.Scopes), l.MaxArrayLen); err != nil {
+		if err := arr(name("identity.scopes"), len(ev.Identity.Scopes), l.MaxArrayLen); err != nil {
 			return err
 		}
 	}

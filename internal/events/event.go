@@ -50,6 +50,11 @@ type Event struct {
 
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
+
+	// Raw is the compact JSON this event was decoded from, kept so that
+	// storage and exports carry the producer's bytes without re-encoding.
+	// It is empty for events built in code.
+	Raw []byte `json:"-"`
 }
 
 // Policy is a policy that determined the decision.

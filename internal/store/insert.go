@@ -97,9 +97,12 @@ type appender interface {
 }
 
 func appendEvent(b appender, ev *events.Event, now uint64) error {
-	raw, err := json.Marshal(ev, json.Deterministic(true))
-	if err != nil {
-		return fmt.Errorf("encode raw: %w", err)
+	raw := ev.Raw
+	if len(raw) == 0 {
+		var err error
+		if raw, err = json.Marshal(ev, json.Deterministic(true)); err != nil {
+			return fmt.Errorf("encode raw: %w", err)
+		}
 	}
 
 	t := ev.OccurredAt.UTC()

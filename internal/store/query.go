@@ -230,6 +230,11 @@ func decodeRaw(raw string) (*events.Event, error) {
 	if err := json.Unmarshal([]byte(raw), &ev); err != nil {
 		return nil, fmt.Errorf("decode stored event: %w", err)
 	}
+	ev.OccurredAt = ev.OccurredAt.UTC()
+	if ev.Outcome == "" {
+		ev.Outcome = events.DeriveOutcome(ev.Mode, ev.Decision, ev.ActualDecision)
+	}
+	ev.Raw = []byte(raw)
 	return &ev, nil
 }
 
