@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -95,9 +96,12 @@ func TestContentNeedsViewContent(t *testing.T) {
 	require.Contains(t, body, `data-testid="preview-hidden"`)
 	require.NotContains(t, body, `data-testid="session-link"`, "no link to a page it may not see")
 
-	// Text search would probe previews: it needs view_content too.
-	status, _ = get(t, viewer, e.srv.URL+"/p/proj_prod/traces?q=x")
-	require.Equal(t, http.StatusBadRequest, status)
+	// Without view_content, text search covers reasons only, so previews
+	// cannot be probed through it.
+	probe := e.srv.URL + "/p/proj_prod/traces?range=90d&q=" + url.QueryEscape(preview)
+	status, doc := getDoc(t, viewer, probe)
+	require.Equal(t, http.StatusOK, status)
+	require.NotContains(t, rowIDs(doc), ev.EventID)
 	status, _ = get(t, viewer, e.srv.URL+"/p/proj_prod/sessions")
 	require.Equal(t, http.StatusNotFound, status)
 
@@ -106,4 +110,6 @@ func TestContentNeedsViewContent(t *testing.T) {
 		func(c *identity.MintClaims) { c.Labels = map[string]string{"team": "trust-safety"} }))
 	_, body = get(t, ts, e.srv.URL+"/p/proj_prod/traces/"+ev.EventID)
 	require.Contains(t, body, `data-testid="preview"`)
+	_, doc = getDoc(t, ts, probe)
+	require.Contains(t, rowIDs(doc), ev.EventID, "content viewers search previews")
 }

@@ -52,9 +52,9 @@ func (s *server) sessions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if f.Text != "" && !content {
-		return badParam("q", "searching text needs permission to view content")
-	}
+	// Without view_content, text search covers reasons only, so that
+	// previews cannot be probed.
+	f.ReasonOnly = !content
 	after, err := decodeSessionCursor("after", r.URL.Query().Get("after"))
 	if err != nil {
 		return err

@@ -40,9 +40,9 @@ func (s *server) tail(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if f.Text != "" && !content {
-		return badParam("q", "searching text needs permission to view content")
-	}
+	// Without view_content, text search covers reasons only, so that
+	// previews cannot be probed.
+	f.ReasonOnly = !content
 	sessions, err := s.allowed(r.Context(), authz.ViewSession, authz.KindProject, project, "")
 	if err != nil {
 		return err

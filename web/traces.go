@@ -74,11 +74,9 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if f.Text != "" && !content {
-		// The store searches previews too; without view_content that
-		// would let a viewer probe content they may not read.
-		return badParam("q", "searching text needs permission to view content")
-	}
+	// Without view_content, text search covers reasons only, so that
+	// previews cannot be probed.
+	f.ReasonOnly = !content
 	q := r.URL.Query()
 	after, err := decodeCursor("after", q.Get("after"))
 	if err != nil {

@@ -52,6 +52,11 @@ type Filter struct {
 	Application string
 	TraceID     string
 	Text        string // substring of reason or content preview, case-insensitive
+
+	// ReasonOnly limits Text to the reason, for viewers who may not read
+	// content previews (searching them would let a viewer probe content).
+	// It is set from the viewer's permissions, never from the query.
+	ReasonOnly bool
 }
 
 // Error is a query-string problem a user can fix; its text names the

@@ -129,7 +129,10 @@ func where(sc Scope, f filter.Filter) (string, []any) {
 	if f.Detector != "" {
 		add("has(detectors, ?)", f.Detector)
 	}
-	if f.Text != "" {
+	switch {
+	case f.Text != "" && f.ReasonOnly:
+		add("positionCaseInsensitiveUTF8(reason, ?) > 0", f.Text)
+	case f.Text != "":
 		add("(positionCaseInsensitiveUTF8(reason, ?) > 0 OR "+
 			"positionCaseInsensitiveUTF8(content_preview, ?) > 0)", f.Text, f.Text)
 	}
