@@ -24,17 +24,17 @@ type authzCmd struct {
 // and prints the decision with its determining policies. It exits 0 for
 // both allow and deny; it fails only when the token or policies are bad.
 type explainCmd struct {
-	Token        string `name:"token" required:"" env:"OBS_TOKEN" help:"Viewer token (JWT); - reads it from stdin."`
+	Token        string `name:"token" required:"" env:"GUARD_TOKEN" help:"Viewer token (JWT); - reads it from stdin."`
 	Action       string `name:"action" required:"" enum:"list_traces,view_trace,view_content,view_session,export_audit,view_alerts,manage_alerts" help:"Action: ${enum}."`
 	Project      string `name:"project" required:"" help:"Project of the request, as in the URL."`
 	ResourceKind string `name:"resource-kind" default:"Project" enum:"Project,Trace,Session,Export,AlertSubscription" help:"Resource kind: ${enum}."`
 	ResourceID   string `name:"resource-id" help:"Resource id; required for kinds other than Project."`
-	Policies     string `name:"policies" env:"OBS_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder."`
-	JWKS         string `name:"jwks" env:"OBS_JWKS_FILE" help:"JWKS file of the token issuer; default: the dev key's jwks.json."`
-	JWKSURL      string `name:"jwks-url" env:"OBS_JWKS_URL" help:"JWKS URL of the token issuer."`
-	DevKeyDir    string `name:"dev-key-dir" env:"OBS_DEV_KEY_DIR" default:".dev-keys" help:"Dev key folder, used when no JWKS is given."`
-	Issuer       string `name:"issuer" env:"OBS_ISSUER" help:"Required token issuer (iss)."`
-	Audience     string `name:"audience" env:"OBS_AUDIENCE" help:"Required token audience (aud)."`
+	Policies     string `name:"policies" env:"GUARD_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder."`
+	JWKS         string `name:"jwks" env:"GUARD_JWKS_FILE" help:"JWKS file of the token issuer; default: the dev key's jwks.json."`
+	JWKSURL      string `name:"jwks-url" env:"GUARD_JWKS_URL" help:"JWKS URL of the token issuer."`
+	DevKeyDir    string `name:"dev-key-dir" env:"GUARD_DEV_KEY_DIR" default:".dev-keys" help:"Dev key folder, used when no JWKS is given."`
+	Issuer       string `name:"issuer" env:"GUARD_ISSUER" help:"Required token issuer (iss)."`
+	Audience     string `name:"audience" env:"GUARD_AUDIENCE" help:"Required token audience (aud)."`
 }
 
 // Run prints the explanation on stdout.

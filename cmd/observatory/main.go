@@ -33,19 +33,19 @@ type cli struct {
 
 // serveCmd is the configuration of the web server.
 type serveCmd struct {
-	Listen    string `name:"listen" env:"OBS_LISTEN" default:"127.0.0.1:8080" help:"Address to listen on."`
-	CHAddr    string `name:"clickhouse-addr" env:"OBS_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
-	CHDB      string `name:"clickhouse-db" env:"OBS_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
-	CHUser    string `name:"clickhouse-user" env:"OBS_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
-	CHPass    string `name:"clickhouse-password" env:"OBS_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
-	Policies  string `name:"policies" env:"OBS_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder; reloaded on change."`
-	JWKSFile  string `name:"jwks-file" env:"OBS_JWKS_FILE" help:"JWKS file of the token issuer."`
-	JWKSURL   string `name:"jwks-url" env:"OBS_JWKS_URL" help:"JWKS URL of the token issuer."`
-	Issuer    string `name:"issuer" env:"OBS_ISSUER" help:"Required token issuer (iss)."`
-	Audience  string `name:"audience" env:"OBS_AUDIENCE" help:"Required token audience (aud)."`
-	DevKeyDir string `name:"dev-key-dir" env:"OBS_DEV_KEY_DIR" help:"Dev signing key folder; its jwks.json is used when no JWKS is given, and a key is made if missing."`
-	Insecure  bool   `name:"insecure-cookies" env:"OBS_INSECURE_COOKIES" help:"Send cookies without Secure, for http://localhost development."`
-	Secret    string `name:"session-secret" env:"OBS_SESSION_SECRET" help:"Secret (32+ bytes) that signs sessions; default: random, so sessions end at restart."`
+	Listen    string `name:"listen" env:"GUARD_LISTEN" default:"127.0.0.1:8080" help:"Address to listen on."`
+	CHAddr    string `name:"clickhouse-addr" env:"GUARD_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
+	CHDB      string `name:"clickhouse-db" env:"GUARD_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
+	CHUser    string `name:"clickhouse-user" env:"GUARD_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
+	CHPass    string `name:"clickhouse-password" env:"GUARD_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	Policies  string `name:"policies" env:"GUARD_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder; reloaded on change."`
+	JWKSFile  string `name:"jwks-file" env:"GUARD_JWKS_FILE" help:"JWKS file of the token issuer."`
+	JWKSURL   string `name:"jwks-url" env:"GUARD_JWKS_URL" help:"JWKS URL of the token issuer."`
+	Issuer    string `name:"issuer" env:"GUARD_ISSUER" help:"Required token issuer (iss)."`
+	Audience  string `name:"audience" env:"GUARD_AUDIENCE" help:"Required token audience (aud)."`
+	DevKeyDir string `name:"dev-key-dir" env:"GUARD_DEV_KEY_DIR" help:"Dev signing key folder; its jwks.json is used when no JWKS is given, and a key is made if missing."`
+	Insecure  bool   `name:"insecure-cookies" env:"GUARD_INSECURE_COOKIES" help:"Send cookies without Secure, for http://localhost development."`
+	Secret    string `name:"session-secret" env:"GUARD_SESSION_SECRET" help:"Secret (32+ bytes) that signs sessions; default: random, so sessions end at restart."`
 }
 
 func main() {

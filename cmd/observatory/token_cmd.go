@@ -14,7 +14,7 @@ import (
 // The server accepts it when it verifies with the same folder's jwks.json
 // (serve --dev-key-dir, or --jwks-file DIR/jwks.json).
 type tokenCmd struct {
-	KeyDir   string            `name:"key-dir" env:"OBS_DEV_KEY_DIR" default:".dev-keys" help:"Dev signing key folder; a key is made if missing."`
+	KeyDir   string            `name:"key-dir" env:"GUARD_DEV_KEY_DIR" default:".dev-keys" help:"Dev signing key folder; a key is made if missing."`
 	Account  string            `name:"account" required:"" help:"Account id (account_id claim)."`
 	Projects []string          `name:"project" required:"" help:"Project id; repeat or separate with commas."`
 	Roles    []string          `name:"role" help:"Role in every project (viewer, analyst, auditor, admin) or <project>:<role>; repeatable."`
