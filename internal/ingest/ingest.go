@@ -32,6 +32,7 @@ type Config struct {
 	BatchSize    int           // rows per insert, default 5,000
 	BatchWait    time.Duration // longest a row waits for its batch, default 500ms
 	Workers      int           // decoding goroutines, default GOMAXPROCS
+	Inserters    int           // batches inserted at once, default 2
 	RetryDelay   time.Duration // first redelivery delay after a failed insert, default 1s
 	MaxDelay     time.Duration // cap of the growing redelivery delay, default 30s
 	DrainTimeout time.Duration // time to finish the open batch on stop, default 20s
@@ -47,6 +48,9 @@ func (c *Config) defaults() {
 	}
 	if c.Workers <= 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.Inserters <= 0 {
+		c.Inserters = 2
 	}
 	if c.RetryDelay <= 0 {
 		c.RetryDelay = time.Second
@@ -104,16 +108,20 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}()
 	go in.watchLag(ctx)
 
-	// One batch is inserted while the next one fills.
-	batches := make(chan []jetstream.Msg, 1)
+	// Batches are inserted while the next ones fill; a ClickHouse insert
+	// is mostly single-threaded on the server, so two in flight use both
+	// of a small machine's cores. At most Inserters+1 batches are held.
+	batches := make(chan []jetstream.Msg)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for b := range batches {
-			in.process(b)
-		}
-	}()
+	for range in.cfg.Inserters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				in.process(b)
+			}
+		}()
+	}
 
 	in.batch(msgs, batches)
 	close(batches)
