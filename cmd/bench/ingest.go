@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -117,14 +118,7 @@ func runIngestBench(ctx context.Context, chAddr string, n, batchSize int) (inges
 		return res, err
 	}
 	defer dropDB(ctx, rawDB)
-	secs, err = timed(func() error {
-		for i := 0; i < n; i += batchSize {
-			if err := rawDB.Insert(ctx, evs[i:min(i+batchSize, n)]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	secs, err = timed(func() error { return insertAll(ctx, rawDB, evs, batchSize) })
 	if err != nil {
 		return res, err
 	}
@@ -238,4 +232,27 @@ func consumeAll(c jetstream.Consumer, n, batch int) error {
 		}
 	}
 	return nil
+}
+
+// insertAll inserts the events in batches, two at a time as the ingester
+// does, so the limit is what ClickHouse can take, not one connection.
+func insertAll(ctx context.Context, db *store.Store, evs []*events.Event, size int) error {
+	batches := make(chan []*events.Event)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			var first error
+			for b := range batches {
+				if err := db.Insert(ctx, b); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for i := 0; i < len(evs); i += size {
+		batches <- evs[i:min(i+size, len(evs))]
+	}
+	close(batches)
+	return errors.Join(<-errs, <-errs)
 }
