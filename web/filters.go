@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardwatch/observatory/internal/authz"
 	"github.com/guardwatch/observatory/internal/events"
 	"github.com/guardwatch/observatory/internal/filter"
 	"github.com/guardwatch/observatory/internal/store"
@@ -276,4 +277,27 @@ func facetViews(path string, f filter.Filter, fs store.Facets) []FacetView {
 		out = append(out, fv)
 	}
 	return out
+}
+
+// listRequest is the common start of a list page: the project's scope for
+// the action, the filter from the query, the viewer's zone, and whether
+// the viewer may read content. Without content access, text search is
+// limited to reasons so previews cannot be probed through it.
+func (s *server) listRequest(r *http.Request, action authz.Action) (store.Scope,
+	filter.Filter, *time.Location, bool, error) {
+	sc, err := s.projectScope(r, action)
+	if err != nil {
+		return store.Scope{}, filter.Filter{}, nil, false, err
+	}
+	f, loc, err := s.parseFilter(r)
+	if err != nil {
+		return store.Scope{}, filter.Filter{}, nil, false, err
+	}
+	content, err := s.allowed(r.Context(), authz.ViewContent, authz.KindProject,
+		sc.Project(), "")
+	if err != nil {
+		return store.Scope{}, filter.Filter{}, nil, false, err
+	}
+	f.ReasonOnly = !content
+	return sc, f, loc, content, nil
 }

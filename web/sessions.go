@@ -39,22 +39,11 @@ type SessionsView struct {
 }
 
 func (s *server) sessions(w http.ResponseWriter, r *http.Request) error {
-	sc, err := s.projectScope(r, authz.ViewSession)
+	sc, f, loc, content, err := s.listRequest(r, authz.ViewSession)
 	if err != nil {
 		return err
 	}
 	project := sc.Project()
-	f, loc, err := s.parseFilter(r)
-	if err != nil {
-		return err
-	}
-	content, err := s.allowed(r.Context(), authz.ViewContent, authz.KindProject, project, "")
-	if err != nil {
-		return err
-	}
-	// Without view_content, text search covers reasons only, so that
-	// previews cannot be probed.
-	f.ReasonOnly = !content
 	after, err := decodeSessionCursor("after", r.URL.Query().Get("after"))
 	if err != nil {
 		return err

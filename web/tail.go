@@ -27,22 +27,11 @@ const (
 // list, checks it again every tailRecheck, and resumes from the
 // Last-Event-ID the browser sends when it reconnects.
 func (s *server) tail(w http.ResponseWriter, r *http.Request) error {
-	sc, err := s.projectScope(r, authz.ListTraces)
+	sc, f, loc, _, err := s.listRequest(r, authz.ListTraces)
 	if err != nil {
 		return err
 	}
 	project := sc.Project()
-	f, loc, err := s.parseFilter(r)
-	if err != nil {
-		return err
-	}
-	content, err := s.allowed(r.Context(), authz.ViewContent, authz.KindProject, project, "")
-	if err != nil {
-		return err
-	}
-	// Without view_content, text search covers reasons only, so that
-	// previews cannot be probed.
-	f.ReasonOnly = !content
 	sessions, err := s.allowed(r.Context(), authz.ViewSession, authz.KindProject, project, "")
 	if err != nil {
 		return err

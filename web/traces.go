@@ -61,22 +61,11 @@ func projectPath(project string, parts ...string) string {
 }
 
 func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
-	sc, err := s.projectScope(r, authz.ListTraces)
+	sc, f, loc, content, err := s.listRequest(r, authz.ListTraces)
 	if err != nil {
 		return err
 	}
 	project := sc.Project()
-	f, loc, err := s.parseFilter(r)
-	if err != nil {
-		return err
-	}
-	content, err := s.allowed(r.Context(), authz.ViewContent, authz.KindProject, project, "")
-	if err != nil {
-		return err
-	}
-	// Without view_content, text search covers reasons only, so that
-	// previews cannot be probed.
-	f.ReasonOnly = !content
 	q := r.URL.Query()
 	after, err := decodeCursor("after", q.Get("after"))
 	if err != nil {
