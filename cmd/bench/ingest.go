@@ -202,8 +202,16 @@ func timed(f func() error) (float64, error) {
 
 func publishAll(js jetstream.JetStream, msgs []*nats.Msg) error {
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			return fmt.Errorf("publish: %w", err)
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if err == nil {
+				break
+			}
+			// The window of unacknowledged publishes is full: wait for
+			// the stream to catch up, as a producer under backpressure.
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				return fmt.Errorf("publish: %w", err)
+			}
 		}
 	}
 	select {
