@@ -1,8 +1,12 @@
 // Command generator publishes realistic guard decision traffic for several
 // tenants to NATS JetStream, with a share of deliberately invalid events.
+// Every message is retried with the same bytes until the stream stores it,
+// across disconnects and server restarts; --ids-out records what was
+// stored.
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,6 +38,11 @@ type cli struct {
 	Invalid   float64       `name:"invalid" default:"0.01" help:"Share of deliberately invalid events, 0 to 1."`
 	Seed      uint64        `name:"seed" default:"0" help:"Random seed; 0 picks one from the clock."`
 	Tenants   string        `name:"tenants" help:"account/project[:weight],... (default: the demo tenants)."`
+	IDsOut    string        `name:"ids-out" type:"path" help:"Write one line per stored message: valid|invalid, account, project, event id or reason."`
+
+	MaxInFlight int           `name:"max-in-flight" default:"4096" help:"Publishes awaiting their ack at most."`
+	AckTimeout  time.Duration `name:"ack-timeout" default:"5s" help:"Send a message again when its ack takes longer."`
+	RetryFor    time.Duration `name:"retry-for" default:"2m" help:"Give a message up after retrying this long."`
 }
 
 func (c *cli) Validate() error {
@@ -43,6 +53,10 @@ func (c *cli) Validate() error {
 		return errors.New("--invalid must be between 0 and 1")
 	case c.Count < 0 || c.Duration < 0:
 		return errors.New("--count and --duration must not be negative")
+	case c.MaxInFlight < 1:
+		return errors.New("--max-in-flight must be at least 1")
+	case c.AckTimeout <= 0 || c.RetryFor <= 0:
+		return errors.New("--ack-timeout and --retry-for must be positive")
 	}
 	_, err := parseTenants(c.Tenants)
 	return err
@@ -97,7 +111,25 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 	}
 	g := gen.New(seed, tenants, nil)
 
-	opts := []nats.Option{nats.Name("guard-generator"), nats.MaxReconnects(-1)}
+	var ids *idLog
+	if c.IDsOut != "" {
+		var err error
+		if ids, err = openIDLog(c.IDsOut); err != nil {
+			return err
+		}
+		defer ids.Close()
+	}
+
+	opts := []nats.Option{nats.Name("guard-generator"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Debug("nats", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
+	}
 	if c.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(c.NATSCreds))
 	}
@@ -105,11 +137,14 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", c.NATSURL, err)
 	}
-	defer nc.Drain()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(c.MaxInFlight),
+		jetstream.WithPublishAsyncTimeout(c.AckTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	pub := bus.NewAsyncPublisher(js, bus.AsyncConfig{MaxInFlight: c.MaxInFlight,
+		AckTimeout: c.AckTimeout, MaxElapsed: c.RetryFor})
 
 	lim := rate.NewLimiter(rate.Limit(c.Rate), max(1, int(c.Rate/10)))
 	var sent, invalid int
@@ -122,34 +157,98 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 			break
 		}
 		var m *nats.Msg
+		var rec string
 		if c.Invalid > 0 && randFloat(&seed) < c.Invalid {
 			bad := g.Invalid()
 			m = nats.NewMsg(bad.Subject)
 			m.Data = bad.Payload
+			acct, proj, _, _ := events.ParseSubject(bad.Subject)
+			rec = "invalid\t" + acct + "\t" + proj + "\t" + string(bad.Reason)
 			invalid++
-		} else if m, err = bus.Message(g.Next()); err != nil {
-			return err
+		} else {
+			ev := g.Next()
+			if m, err = bus.Message(ev); err != nil {
+				return err
+			}
+			rec = "valid\t" + ev.AccountID + "\t" + ev.ProjectID + "\t" + ev.EventID
 		}
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			log.Warn("publish", "subject", m.Subject, "err", err)
-			continue
+		var onAck func(*jetstream.PubAck)
+		if ids != nil {
+			onAck = func(*jetstream.PubAck) { ids.Add(rec) }
+		}
+		if err := pub.Publish(ctx, m, onAck); err != nil {
+			break
 		}
 		sent++
 		select {
 		case <-report.C:
-			log.Info("progress", "sent", sent, "invalid", invalid)
+			stored, retries, failed := pub.Stats()
+			log.Info("progress", "sent", sent, "invalid", invalid, "stored", stored,
+				"retries", retries, "failed", failed)
 		default:
 		}
 	}
 
-	wait, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Whatever was handed to the publisher is retried to the end, even
+	// after an interrupt, so that the id log matches the stream.
+	wait, cancel := context.WithTimeout(context.Background(), c.RetryFor+c.AckTimeout)
 	defer cancel()
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-wait.Done():
-		return errors.New("timed out waiting for the stream to acknowledge")
+	flushErr := pub.Flush(wait)
+	stored, retries, failed := pub.Stats()
+	log.Info("done", "sent", sent, "invalid", invalid, "stored", stored, "retries", retries,
+		"failed", failed)
+	if flushErr != nil {
+		return fmt.Errorf("wait for the stream to store every message: %w", flushErr)
 	}
-	log.Info("done", "sent", sent, "invalid", invalid)
+	if ids != nil {
+		return ids.Close()
+	}
+	return nil
+}
+
+// idLog records one line per message the stream stored, so that a test
+// knows exactly what was published: "valid ACCOUNT PROJECT EVENT_ID" or
+// "invalid ACCOUNT PROJECT REASON", tab-separated.
+type idLog struct {
+	mu  sync.Mutex
+	f   *os.File
+	w   *bufio.Writer
+	err error
+}
+
+func openIDLog(path string) (*idLog, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ids-out: %w", err)
+	}
+	return &idLog{f: f, w: bufio.NewWriterSize(f, 1<<16)}, nil
+}
+
+func (l *idLog) Add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil && l.f != nil {
+		_, l.err = l.w.WriteString(line + "\n")
+	}
+}
+
+// Close flushes and closes the file; it may be called more than once.
+func (l *idLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return l.err
+	}
+	if err := l.w.Flush(); err != nil && l.err == nil {
+		l.err = err
+	}
+	if err := l.f.Close(); err != nil && l.err == nil {
+		l.err = err
+	}
+	l.f = nil
+	if l.err != nil {
+		return fmt.Errorf("--ids-out: %w", l.err)
+	}
 	return nil
 }
 

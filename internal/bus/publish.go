@@ -84,15 +84,18 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg) error {
 }
 
 // retryable reports whether a publish error may pass: the server was
-// unreachable, busy or slow. A refusal (bad subject, stream full,
-// permissions) is final.
+// unreachable, busy, slow or restarting. A refusal (bad subject, stream
+// full, permissions) is final.
 func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return false
+		return serverUnavailable(err)
 	}
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting)
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded)
 }
