@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +34,15 @@ type Config struct {
 	BatchWait    time.Duration // longest a row waits for its batch, default 500ms
 	Workers      int           // decoding goroutines, default GOMAXPROCS
 	Inserters    int           // batches inserted at once, default 2
-	RetryDelay   time.Duration // first redelivery delay after a failed insert, default 1s
-	MaxDelay     time.Duration // cap of the growing redelivery delay, default 30s
-	DrainTimeout time.Duration // time to finish the open batch on stop, default 20s
-	Limits       events.Limits
+	RetryDelay   time.Duration // first wait after a failed insert, default 1s
+	MaxDelay     time.Duration // cap of the growing wait between retries, default 30s
+	DrainTimeout time.Duration // time to finish the open batches on stop, default 20s
+	// InsertTimeout bounds one insert attempt, default 30s.
+	InsertTimeout time.Duration
+	// MaxLag is the consumer backlog, in messages not yet delivered, above
+	// which Status reports the ingester as lagging; 0 disables the check.
+	MaxLag uint64
+	Limits events.Limits
 }
 
 func (c *Config) defaults() {
@@ -57,6 +63,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxDelay <= 0 {
 		c.MaxDelay = 30 * time.Second
+	}
+	if c.InsertTimeout <= 0 {
+		c.InsertTimeout = 30 * time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 20 * time.Second
@@ -92,20 +101,40 @@ func New(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store Inse
 	}
 }
 
-// Run consumes until ctx ends, then stops pulling, finishes the batch in
-// hand (on a context of its own, bounded by DrainTimeout) and returns.
+// Run consumes until ctx ends, then stops pulling, finishes the batches in
+// hand (bounded by DrainTimeout) and returns.
+//
+// A batch whose insert fails is held and retried with a growing delay
+// while its messages' ack deadlines are extended. Held batches stop the
+// pipeline from pulling more, so during a ClickHouse outage the backlog
+// stays in the stream and the ingester's memory stays bounded by a few
+// batches.
 func (in *Ingester) Run(ctx context.Context) error {
 	iter, err := in.cons.Messages(jetstream.PullMaxMessages(in.cfg.BatchSize * 2))
 	if err != nil {
 		return fmt.Errorf("start consuming: %w", err)
 	}
 
+	// Inserts run on drain, which outlives ctx by DrainTimeout so that
+	// the batches in hand can still be stored on stop.
+	drain, cancelDrain := context.WithCancel(context.Background())
+	defer cancelDrain()
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+			return
+		}
+		iter.Drain()
+		t := time.AfterFunc(in.cfg.DrainTimeout, cancelDrain)
+		<-stopped
+		t.Stop()
+	}()
+
 	msgs := make(chan jetstream.Msg, in.cfg.BatchSize)
 	go in.pull(iter, msgs)
-	go func() {
-		<-ctx.Done()
-		iter.Drain()
-	}()
 	go in.watchLag(ctx)
 
 	// Batches are inserted while the next ones fill; a ClickHouse insert
@@ -118,7 +147,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for b := range batches {
-				in.process(b)
+				in.process(ctx, drain, b)
 			}
 		}()
 	}
@@ -188,12 +217,14 @@ type decoded struct {
 }
 
 // process validates a batch, dead-letters rejects, inserts the rest and
-// settles every message: ack when stored, term when dead-lettered, nak
-// with a growing delay when the insert failed.
-func (in *Ingester) process(batch []jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.DrainTimeout)
-	defer cancel()
+// settles every message: ack when stored, term when dead-lettered. An
+// insert that fails is retried until it succeeds or ctx ends; then the
+// messages are negatively acknowledged so that the broker redelivers them.
+// Each attempt runs on drain, so the one under way when ctx ends may
+// still finish.
+func (in *Ingester) process(ctx, drain context.Context, batch []jetstream.Msg) {
 	in.m.received.Add(float64(len(batch)))
+	in.m.batchMessages.Observe(float64(len(batch)))
 
 	results := in.decodeAll(batch)
 
@@ -216,19 +247,15 @@ func (in *Ingester) process(batch []jetstream.Msg) {
 	}
 
 	if len(letters) > 0 {
-		in.deadLetter(ctx, letters, rejectMsgs)
+		dctx, cancel := context.WithTimeout(drain, in.cfg.InsertTimeout)
+		in.deadLetter(dctx, letters, rejectMsgs)
+		cancel()
 	}
 	if len(valid) == 0 {
 		return
 	}
 
-	start := time.Now()
-	err := in.store.Insert(ctx, valid)
-	in.m.insertTime.Observe(time.Since(start).Seconds())
-	if err != nil {
-		in.m.insertErrors.Inc()
-		in.setErr("insert: " + err.Error())
-		in.log.Error("insert batch", "rows", len(valid), "err", err)
+	if !in.insert(ctx, drain, valid, validMsgs) {
 		for _, m := range validMsgs {
 			_ = m.NakWithDelay(in.retryDelay(m))
 		}
@@ -239,22 +266,81 @@ func (in *Ingester) process(batch []jetstream.Msg) {
 	for _, m := range validMsgs {
 		if err := m.Ack(); err != nil {
 			// The row is stored; a redelivery is hidden by read-time dedup.
+			in.m.ackErrors.Inc()
 			in.log.Warn("ack", "subject", m.Subject(), "err", err)
 		}
 	}
+	now := time.Now()
 	in.m.stored.Add(float64(len(valid)))
 	in.m.batchRows.Observe(float64(len(valid)))
 	for _, ev := range valid {
 		in.m.projectRows.WithLabelValues(ev.AccountID, ev.ProjectID).Inc()
+		in.m.eventDelay.Observe(now.Sub(ev.OccurredAt).Seconds())
 	}
-	in.lastBatch.Store(time.Now().UnixMilli())
+	in.lastBatch.Store(now.UnixMilli())
 	in.lastErr.Store(nil)
+}
+
+// insert stores the events, retrying with a growing delay until ctx
+// ends, and keeps the messages' ack deadlines from passing meanwhile. It
+// reports whether the events were stored.
+//
+// TODO: a row that ClickHouse refuses for its content (not for being
+// unreachable) holds its batch until an operator steps in; splitting the
+// batch to dead-letter that row needs a reason of its own in events.
+func (in *Ingester) insert(ctx, drain context.Context, evs []*events.Event,
+	msgs []jetstream.Msg) bool {
+	in.m.held.Add(float64(len(msgs)))
+	defer in.m.held.Sub(float64(len(msgs)))
+
+	wait := in.cfg.RetryDelay
+	lastProgress := time.Now()
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(drain, in.cfg.InsertTimeout)
+		start := time.Now()
+		err := in.store.Insert(actx, evs)
+		cancel()
+		in.m.insertTime.Observe(time.Since(start).Seconds())
+		if err == nil {
+			if attempt > 1 {
+				in.log.Info("insert recovered", "rows", len(evs), "attempts", attempt)
+			}
+			return true
+		}
+		in.m.insertErrors.Inc()
+		in.setErr("insert: " + err.Error())
+		in.log.Error("insert batch", "rows", len(evs), "attempt", attempt, "err", err)
+
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, in.cfg.MaxDelay)
+		in.m.insertRetries.Inc()
+		if time.Since(lastProgress) >= in.progressEvery() {
+			for _, m := range msgs {
+				_ = m.InProgress()
+			}
+			lastProgress = time.Now()
+		}
+	}
+}
+
+// progressEvery is how often held messages get their ack deadline reset:
+// a third of the consumer's AckWait.
+func (in *Ingester) progressEvery() time.Duration {
+	if info := in.cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		return info.Config.AckWait / 3
+	}
+	return 10 * time.Second
 }
 
 func (in *Ingester) deadLetter(ctx context.Context, letters []*nats.Msg,
 	msgs []jetstream.Msg) {
 	if err := bus.PublishDeadLetters(ctx, in.js, letters); err != nil {
 		// Not recorded as a dead letter yet: let the broker redeliver.
+		in.m.deadLetterErrors.Inc()
 		in.log.Error("dead-letter batch", "count", len(letters), "err", err)
 		in.setErr("dead letter: " + err.Error())
 		for _, m := range msgs {
@@ -356,12 +442,15 @@ type Status struct {
 	LastInsert    time.Time `json:"last_insert,omitzero"`
 	Pending       uint64    `json:"pending"`
 	AckPending    int       `json:"ack_pending"`
+	MaxLag        uint64    `json:"max_lag,omitempty"`
+	Lagging       bool      `json:"lagging,omitempty"`
 	ConsumerError string    `json:"consumer_error,omitempty"`
 }
 
-// Status reports the last error since the last good insert and the lag.
+// Status reports the last error since the last good insert and the lag,
+// measured against Config.MaxLag.
 func (in *Ingester) Status(ctx context.Context) Status {
-	var s Status
+	s := Status{MaxLag: in.cfg.MaxLag}
 	if p := in.lastErr.Load(); p != nil {
 		s.LastError = *p
 	}
@@ -375,5 +464,31 @@ func (in *Ingester) Status(ctx context.Context) Status {
 	}
 	s.Pending = info.NumPending
 	s.AckPending = info.NumAckPending
+	s.Lagging = s.MaxLag > 0 && s.Pending > s.MaxLag
 	return s
+}
+
+// Err says what is wrong, nil when nothing is: the consumer cannot be
+// read, the last insert failed, or the backlog is over MaxLag.
+func (s Status) Err() error {
+	var problems []string
+	if s.ConsumerError != "" {
+		problems = append(problems, "consumer info: "+s.ConsumerError)
+	}
+	if s.LastError != "" {
+		since := "never"
+		if !s.LastInsert.IsZero() {
+			since = time.Since(s.LastInsert).Round(time.Second).String() + " ago"
+		}
+		problems = append(problems, fmt.Sprintf("%s (last good insert %s)", s.LastError, since))
+	}
+	if s.Lagging {
+		problems = append(problems, fmt.Sprintf(
+			"lag: %d messages not yet delivered, over the limit of %d (%d awaiting ack)",
+			s.Pending, s.MaxLag, s.AckPending))
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(problems, "; "))
 }

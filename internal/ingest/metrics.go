@@ -18,6 +18,13 @@ type metrics struct {
 	pending      prometheus.Gauge
 	ackPending   prometheus.Gauge
 	projectRows  *prometheus.CounterVec
+
+	batchMessages    prometheus.Histogram
+	insertRetries    prometheus.Counter
+	held             prometheus.Gauge
+	ackErrors        prometheus.Counter
+	deadLetterErrors prometheus.Counter
+	eventDelay       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "guard_ingest_messages_retried_total",
-			Help: "Messages negatively acknowledged for a later retry.",
+			Help: "Messages negatively acknowledged for redelivery (an insert still failing at stop).",
 		}),
 		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "guard_ingest_insert_errors_total",
@@ -64,13 +71,41 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "guard_ingest_project_rows_total",
 			Help: "Rows inserted per account and project.",
 		}, []string{"account_id", "project_id"}),
+		batchMessages: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "guard_ingest_batch_messages",
+			Help:    "Messages per batch, rejected ones included.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		insertRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "guard_ingest_insert_retries_total",
+			Help: "Insert attempts repeated for a batch held after a failure.",
+		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "guard_ingest_held_messages",
+			Help: "Messages of batches being inserted or waiting to retry their insert.",
+		}),
+		ackErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "guard_ingest_ack_errors_total",
+			Help: "Acks of stored messages that could not be sent (they are redelivered).",
+		}),
+		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "guard_ingest_dead_letter_errors_total",
+			Help: "Batches of dead letters the stream did not store (the rejects are redelivered).",
+		}),
+		eventDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "guard_ingest_event_delay_seconds",
+			Help:    "Time from an event's occurred_at to its row being stored.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}),
 	}
 	for _, r := range events.Reasons {
 		m.deadLetters.WithLabelValues(string(r))
 	}
 	if reg != nil {
 		reg.MustRegister(m.received, m.stored, m.deadLetters, m.retried, m.insertErrors,
-			m.batchRows, m.insertTime, m.pending, m.ackPending, m.projectRows)
+			m.batchRows, m.insertTime, m.pending, m.ackPending, m.projectRows,
+			m.batchMessages, m.insertRetries, m.held, m.ackErrors, m.deadLetterErrors,
+			m.eventDelay)
 	}
 	return m
 }
