@@ -22,6 +22,9 @@ var migrations = []migration{
 	{1, "decisions table", func(s *Store) []string {
 		return []string{decisionsDDL(s.table())}
 	}},
+	{2, "exports table", func(s *Store) []string {
+		return []string{exportsDDL(s.exportsTable())}
+	}},
 }
 
 // enum8 renders an Enum8 type whose values are numbered from 1 in order.
