@@ -20,7 +20,26 @@ const (
 	HeaderOriginalSubject = "Guard-Original-Subject"
 	HeaderOriginalSeq     = "Guard-Original-Seq"
 	HeaderRejectedAt      = "Guard-Rejected-At"
+
+	// HeaderReplayOf is set on a decision republished from a dead letter,
+	// and on the record of that replay, to the dead letter's stream
+	// sequence. A replayed payload that is rejected again keeps it.
+	HeaderReplayOf = "Guard-Replay-Of"
+	// HeaderReplayedSeq, on a replay record, is the stream sequence of the
+	// republished decision.
+	HeaderReplayedSeq = "Guard-Replayed-Seq"
 )
+
+// KindReplayed is the subject kind of replay records:
+// guard.v1.<account>.<project>.replayed holds one message per dead letter
+// of the tenant that was republished, so that none is replayed twice. No
+// consumer of decisions or dead letters reads it.
+const KindReplayed = "replayed"
+
+// ReplaySubject is where replays of the tenant's dead letters are recorded.
+func ReplaySubject(account, project string) (string, error) {
+	return events.Subject(account, project, KindReplayed)
+}
 
 // DeadLetterSubject is where a payload received on subject goes when it is
 // rejected: the tenant's own dead-letter subject when the subject names a

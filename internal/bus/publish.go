@@ -65,6 +65,13 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Event) error {
 // PublishMsg sends a prepared message with retries until the stream
 // acknowledges it, the context ends or the retry budget is spent.
 func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg) error {
+	_, err := p.PublishAck(ctx, m)
+	return err
+}
+
+// PublishAck is PublishMsg that also returns the stream's ack, which
+// holds the sequence the message was stored at.
+func (p *Publisher) PublishAck(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
 	op := func() (*jetstream.PubAck, error) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -74,13 +81,13 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg) error {
 		}
 		return ack, err
 	}
-	_, err := backoff.Retry(ctx, op,
+	ack, err := backoff.Retry(ctx, op,
 		backoff.WithBackOff(backoff.NewExponentialBackOff()),
 		backoff.WithMaxElapsedTime(p.maxElapsed))
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", m.Subject, err)
+		return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 	}
-	return nil
+	return ack, nil
 }
 
 // retryable reports whether a publish error may pass: the server was

@@ -242,7 +242,11 @@ func (in *Ingester) process(ctx, drain context.Context, batch []jetstream.Msg) {
 		if md, err := m.Metadata(); err == nil {
 			seq = md.Sequence.Stream
 		}
-		letters = append(letters, bus.DeadLetter(m.Subject(), seq, m.Data(), r.reason, r.detail))
+		l := bus.DeadLetter(m.Subject(), seq, m.Data(), r.reason, r.detail)
+		if of := m.Headers().Get(bus.HeaderReplayOf); of != "" {
+			l.Header.Set(bus.HeaderReplayOf, of) // a replay rejected again
+		}
+		letters = append(letters, l)
 		rejectMsgs = append(rejectMsgs, m)
 	}
 
