@@ -1,0 +1,156 @@
+package export
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/snappy"
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
+)
+
+// Row groups of Parquet files end at whichever comes first; the writer
+// holds one row group in memory.
+const (
+	rowGroupRows  = 32_768
+	rowGroupBytes = 24 << 20 // of stored event JSON, a proxy for the group's size
+)
+
+// csvEncoder writes CSV: a header row, then one row per decision.
+type csvEncoder struct {
+	out      io.Writer
+	previews bool
+}
+
+func newCSVEncoder(out io.Writer, previews bool) (*csvEncoder, error) {
+	var b bytes.Buffer
+	if err := newCSVRecords(&b).write(CSVHeader()); err != nil {
+		return nil, err
+	}
+	if _, err := out.Write(b.Bytes()); err != nil {
+		return nil, fmt.Errorf("write csv header: %w", err)
+	}
+	return &csvEncoder{out: out, previews: previews}, nil
+}
+
+func (e *csvEncoder) encode(c *chunk, ws *workerState) error {
+	cw := newCSVRecords(&c.out)
+	if ws.rec == nil {
+		ws.rec = make([]string, len(csvColumns))
+	}
+	rec := ws.rec
+	ws.fl.previews = e.previews
+	var r flatRow
+	for i, raw := range c.raws {
+		if err := ws.fl.flatten(validUTF8(raw), &r); err != nil {
+			return fmt.Errorf("event %s: %w", c.ids[i], err)
+		}
+		csvRecord(&r, rec)
+		if err := cw.write(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *csvEncoder) write(c *chunk) error {
+	_, err := e.out.Write(c.out.Bytes())
+	return err
+}
+
+func (e *csvEncoder) close() error { return nil }
+
+// ndjsonEncoder writes one stored event per line, compacted.
+type ndjsonEncoder struct {
+	out      io.Writer
+	previews bool
+}
+
+func (e *ndjsonEncoder) encode(c *chunk, _ *workerState) error {
+	for i, raw := range c.raws {
+		b, err := appendLine(c.out.AvailableBuffer(), raw, e.previews)
+		if err != nil {
+			return fmt.Errorf("event %s: %w", c.ids[i], err)
+		}
+		c.out.Write(b)
+	}
+	return nil
+}
+
+func (e *ndjsonEncoder) write(c *chunk) error {
+	_, err := e.out.Write(c.out.Bytes())
+	return err
+}
+
+func (e *ndjsonEncoder) close() error { return nil }
+
+// parquetEncoder writes a Parquet file of flat rows, Snappy-compressed,
+// ending each row group at rowGroupRows rows or rowGroupBytes of input.
+type parquetEncoder struct {
+	pw       *parquet.GenericWriter[flatRow]
+	previews bool
+	rows     int // in the open row group
+	bytes    int
+}
+
+func newParquetEncoder(out io.Writer, previews bool, meta map[string]string) *parquetEncoder {
+	opts := []parquet.WriterOption{
+		parquet.Compression(fastSnappy{}),
+		parquet.CreatedBy("guardwatch observatory", "1", ""),
+	}
+	for k, v := range meta {
+		opts = append(opts, parquet.KeyValueMetadata(k, v))
+	}
+	return &parquetEncoder{pw: parquet.NewGenericWriter[flatRow](out, opts...),
+		previews: previews}
+}
+
+func (e *parquetEncoder) encode(c *chunk, ws *workerState) error {
+	c.rows = slices.Grow(c.rows[:0], len(c.raws))[:len(c.raws)]
+	ws.fl.previews = e.previews
+	for i, raw := range c.raws {
+		if err := ws.fl.flatten(validUTF8(raw), &c.rows[i]); err != nil {
+			return fmt.Errorf("event %s: %w", c.ids[i], err)
+		}
+	}
+	return nil
+}
+
+func (e *parquetEncoder) write(c *chunk) error {
+	if _, err := e.pw.Write(c.rows); err != nil {
+		return fmt.Errorf("write parquet rows: %w", err)
+	}
+	e.rows += len(c.raws)
+	for _, raw := range c.raws {
+		e.bytes += len(raw)
+	}
+	if e.rows >= rowGroupRows || e.bytes >= rowGroupBytes {
+		e.rows, e.bytes = 0, 0
+		if err := e.pw.Flush(); err != nil {
+			return fmt.Errorf("flush parquet row group: %w", err)
+		}
+	}
+	return nil
+}
+
+func (e *parquetEncoder) close() error { return e.pw.Close() }
+
+// fastSnappy is Parquet's SNAPPY codec with the fast encoder: its output
+// is plain Snappy that any reader decodes, made in about half the time of
+// the stronger encoder parquet-go uses by default.
+type fastSnappy struct{}
+
+func (fastSnappy) String() string { return "SNAPPY" }
+
+func (fastSnappy) CompressionCodec() format.CompressionCodec { return format.Snappy }
+
+func (fastSnappy) Encode(dst, src []byte) ([]byte, error) {
+	return s2.EncodeSnappy(dst[:cap(dst)], src), nil
+}
+
+func (fastSnappy) Decode(dst, src []byte) ([]byte, error) {
+	return snappy.Decode(dst[:cap(dst)], src)
+}

@@ -1,0 +1,86 @@
+package export
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNeutralise(t *testing.T) {
+	cases := map[string]string{
+		"":          "",
+		"plain":     "plain",
+		"=1+1":      "'=1+1",
+		"+1":        "'+1",
+		"-1":        "'-1",
+		"@SUM(A1)":  "'@SUM(A1)",
+		"\tx":       "'\tx",
+		"\rx":       "'\rx",
+		"'already":  "''already",
+		"a=b":       "a=b",
+		" =spaced":  " =spaced",
+		"1.5;-2":    "1.5;-2",
+		"\u00a0=nb": "\u00a0=nb",
+	}
+	for in, want := range cases {
+		require.Equal(t, want, neutralise(in), "%q", in)
+	}
+}
+
+func TestAppendEscaped(t *testing.T) {
+	require.Equal(t, `a\;b\\c,d`, string(appendEscaped(nil, []byte(`a;b\c,d`), 0)))
+	require.Equal(t, `a\;b\\c\,d`, string(appendEscaped(nil, []byte(`a;b\c,d`), ',')))
+	require.Equal(t, `k\=v`, string(appendEscaped(nil, []byte(`k=v`), '=')))
+	require.Equal(t, "plain", string(appendEscaped(nil, []byte("plain"), '=')))
+}
+
+func TestValidUTF8(t *testing.T) {
+	require.Equal(t, "ok é", validUTF8("ok é"))
+	require.Equal(t, "a\uFFFDb", validUTF8("a\xffb"))
+	require.Equal(t, "\uFFFD\uFFFD", validUTF8("\xc3\x28"[:1]+"\xff"))
+	require.Equal(t, "\uFFFD(", validUTF8("\xc3\x28"), "each bad byte, nothing more")
+}
+
+func TestCompactJSON(t *testing.T) {
+	require.True(t, compactJSON(`{"a":"b c","d":[1,2]}`))
+	require.True(t, compactJSON(`{"a":"q\" x"}`))
+	require.False(t, compactJSON(`{"a": 1}`))
+	require.False(t, compactJSON("{\"a\":1}\n"))
+	require.False(t, compactJSON("{\"a\":\"x\ny\"}"), "a raw newline in a string")
+	require.False(t, compactJSON(`{"a":"open`))
+
+	b, err := appendLine(nil, `{ "a" : [1, 2] }`, true)
+	require.NoError(t, err)
+	require.Equal(t, "{\"a\":[1,2]}\n", string(b))
+	_, err = appendLine(nil, `{"a": `, true)
+	require.Error(t, err)
+}
+
+// The CSV columns and the Parquet schema are one list: the n-th CSV
+// column is the n-th field of flatRow, named with "_" for ".".
+func TestCSVColumnsFollowTheParquetSchema(t *testing.T) {
+	rt := reflect.TypeFor[flatRow]()
+	require.Equal(t, rt.NumField(), len(csvColumns))
+	for i, c := range csvColumns {
+		tag := strings.Split(rt.Field(i).Tag.Get("parquet"), ",")[0]
+		require.Equal(t, strings.ReplaceAll(c.name, ".", "_"), tag, "column %d", i)
+	}
+}
+
+func TestFlattenIgnoresUnknownMembersAndDerivesOutcome(t *testing.T) {
+	var fl flattener
+	var r flatRow
+	raw := `{"event_id":"e1","occurred_at":"2026-01-02T03:04:05.678Z","mode":"monitor",` +
+		`"decision":"allow","actual_decision":"deny","future":{"x":[1]},` +
+		`"signals":[{"id":"s","detector":"d","score":1e2},{"id":"t","detector":"d"}]}`
+	require.NoError(t, fl.flatten(raw, &r))
+	require.Equal(t, "e1", r.EventID)
+	require.Equal(t, "monitored", r.Outcome)
+	require.Equal(t, "100;", r.SignalScores)
+	require.Equal(t, 100.0, *r.SignalMaxScore)
+	require.Equal(t, 678, r.OccurredAt.Nanosecond()/1e6)
+	require.Error(t, fl.flatten(`{"occurred_at":"yesterday"}`, &r))
+	require.Error(t, fl.flatten(`[1]`, &r))
+}

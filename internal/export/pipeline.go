@@ -1,0 +1,170 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// chunkRows is the number of rows a worker encodes at a time.
+const chunkRows = 256
+
+// chunk is a run of consecutive rows. Workers encode chunks in parallel;
+// the writer takes them back in order, so the file keeps the read order.
+type chunk struct {
+	ids  []string
+	raws []string
+	out  bytes.Buffer // encoded CSV or NDJSON
+	rows []flatRow    // flattened rows, for Parquet
+	err  error
+	done chan struct{}
+}
+
+func (c *chunk) reset() {
+	c.ids, c.raws, c.rows = c.ids[:0], c.raws[:0], c.rows[:0]
+	c.out.Reset()
+	c.err = nil
+	c.done = make(chan struct{})
+}
+
+// encoder is one file format. encode runs concurrently on different
+// chunks, each worker with its own state; write and close run on one
+// goroutine, in row order.
+type encoder interface {
+	encode(c *chunk, ws *workerState) error
+	write(c *chunk) error
+	close() error
+}
+
+// workerState is what one worker reuses from chunk to chunk.
+type workerState struct {
+	fl  flattener
+	rec []string
+}
+
+// pipeline streams rows from a producer through parallel encoders to the
+// ordered writer. In flight are at most about 2×workers chunks, so memory
+// stays bounded whatever the number of rows.
+type pipeline struct {
+	enc     encoder
+	workers int
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	work   chan *chunk
+	order  chan *chunk
+	free   sync.Pool
+	cur    *chunk
+	rows   int64 // rows handed to the writer, counted by the writer
+	wg     sync.WaitGroup
+	werr   error // the writer's error, set before wdone closes
+	wdone  chan struct{}
+}
+
+func newPipeline(ctx context.Context, enc encoder, workers int) *pipeline {
+	if workers < 1 {
+		workers = 1
+	}
+	p := &pipeline{enc: enc, workers: workers, work: make(chan *chunk, workers),
+		order: make(chan *chunk, 2*workers), wdone: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancelCause(ctx)
+	p.free.New = func() any { return &chunk{} }
+	for range workers {
+		p.wg.Add(1)
+		go p.worker()
+	}
+	go p.writer()
+	return p
+}
+
+func (p *pipeline) worker() {
+	defer p.wg.Done()
+	var ws workerState
+	for c := range p.work {
+		c.err = p.enc.encode(c, &ws)
+		close(c.done)
+	}
+}
+
+func (p *pipeline) writer() {
+	defer close(p.wdone)
+	for c := range p.order {
+		<-c.done
+		if p.werr == nil {
+			p.werr = c.err
+			if p.werr == nil {
+				p.werr = p.enc.write(c)
+			}
+			if p.werr != nil {
+				p.cancel(p.werr)
+			} else {
+				p.rows += int64(len(c.ids))
+			}
+		}
+		p.free.Put(c)
+	}
+}
+
+// add queues one row. It fails once the pipeline has failed.
+func (p *pipeline) add(id, raw string) error {
+	if p.cur == nil {
+		p.cur = p.free.Get().(*chunk)
+		p.cur.reset()
+	}
+	p.cur.ids = append(p.cur.ids, id)
+	p.cur.raws = append(p.cur.raws, raw)
+	if len(p.cur.ids) < chunkRows {
+		return nil
+	}
+	return p.send()
+}
+
+func (p *pipeline) send() error {
+	c := p.cur
+	p.cur = nil
+	// The order queue first, so the writer waits for chunks in sequence.
+	select {
+	case p.order <- c:
+	case <-p.ctx.Done():
+		return context.Cause(p.ctx)
+	}
+	select {
+	case p.work <- c:
+		return nil
+	case <-p.ctx.Done():
+		// The writer is waiting on c; let it go with the cause.
+		c.err = context.Cause(p.ctx)
+		close(c.done)
+		return c.err
+	}
+}
+
+// finish sends the last rows, waits for the writer and closes the
+// encoder. It returns the rows written and the first error of producer,
+// encoders, writer or close.
+func (p *pipeline) finish(produceErr error) (int64, error) {
+	if produceErr == nil && p.cur != nil && len(p.cur.ids) > 0 {
+		produceErr = p.send()
+	}
+	if produceErr != nil {
+		p.cancel(produceErr)
+	}
+	close(p.work)
+	close(p.order)
+	p.wg.Wait()
+	<-p.wdone
+	defer p.cancel(nil)
+	err := p.werr
+	if produceErr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = produceErr
+	}
+	if err != nil {
+		return p.rows, err
+	}
+	if err := p.enc.close(); err != nil {
+		return p.rows, fmt.Errorf("finish file: %w", err)
+	}
+	return p.rows, nil
+}
