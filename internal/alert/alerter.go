@@ -109,7 +109,8 @@ type Alerter struct {
 var ErrNoStream = errors.New("alert: decisions stream not found")
 
 // New prepares a replica: the buckets, the outbox and both durable
-// consumers. The evaluator's consumer is created to start at new
+// consumers. It returns ErrNoStream, having registered nothing with reg,
+// while the decisions stream does not exist. The evaluator's consumer is created to start at new
 // decisions, so a first start does not alert on the stream's history;
 // after that it resumes where the replicas left off. reg may be nil.
 func New(ctx context.Context, cfg Config, js jetstream.JetStream,
@@ -122,8 +123,6 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream,
 		log = slog.Default()
 	}
 	log = log.With("component", "alerter", "replica", cfg.Replica)
-	a := &Alerter{cfg: cfg, js: js, m: newMetrics(reg), log: log}
-
 	decisions, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNoStream, cfg.Stream)
@@ -131,6 +130,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream,
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", cfg.Stream, err)
 	}
+	a := &Alerter{cfg: cfg, js: js, m: newMetrics(reg), log: log}
 	r := max(cfg.Replicas, 1)
 	if a.store, err = OpenStore(ctx, js, StoreConfig{Guard: cfg.Guard, Replicas: r,
 		Now: cfg.Now}); err != nil {
