@@ -286,8 +286,8 @@ func (in *Ingester) process(ctx, drain context.Context, batch []jetstream.Msg) {
 }
 
 // insert stores the events, retrying with a growing delay until ctx
-// ends, and keeps the messages' ack deadlines from passing meanwhile. It
-// reports whether the events were stored.
+// ends, and keeps the messages' ack deadlines from passing meanwhile,
+// through slow attempts too. It reports whether the events were stored.
 //
 // TODO: a row that ClickHouse refuses for its content (not for being
 // unreachable) holds its batch until an operator steps in; splitting the
@@ -296,9 +296,9 @@ func (in *Ingester) insert(ctx, drain context.Context, evs []*events.Event,
 	msgs []jetstream.Msg) bool {
 	in.m.held.Add(float64(len(msgs)))
 	defer in.m.held.Sub(float64(len(msgs)))
+	defer in.keepInProgress(msgs)()
 
 	wait := in.cfg.RetryDelay
-	lastProgress := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(drain, in.cfg.InsertTimeout)
 		start := time.Now()
@@ -322,22 +322,39 @@ func (in *Ingester) insert(ctx, drain context.Context, evs []*events.Event,
 		}
 		wait = min(2*wait, in.cfg.MaxDelay)
 		in.m.insertRetries.Inc()
-		if time.Since(lastProgress) >= in.progressEvery() {
-			for _, m := range msgs {
-				_ = m.InProgress()
-			}
-			lastProgress = time.Now()
-		}
 	}
 }
 
-// progressEvery is how often held messages get their ack deadline reset:
-// a third of the consumer's AckWait.
-func (in *Ingester) progressEvery() time.Duration {
+// keepInProgress resets the ack deadline of msgs every third of the
+// consumer's AckWait, so that a slow or retried insert is not redelivered
+// meanwhile, until the returned func is called.
+func (in *Ingester) keepInProgress(msgs []jetstream.Msg) (stop func()) {
+	every := 10 * time.Second
 	if info := in.cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
-		return info.Config.AckWait / 3
+		every = info.Config.AckWait / 3
 	}
-	return 10 * time.Second
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 func (in *Ingester) deadLetter(ctx context.Context, letters []*nats.Msg,
