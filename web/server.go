@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/guardwatch/observatory/internal/authz"
+	"github.com/guardwatch/observatory/internal/export"
 	"github.com/guardwatch/observatory/internal/store"
 )
 
@@ -49,6 +50,8 @@ type Deps struct {
 	TailInterval time.Duration
 	// QueryTimeout bounds each page's reads; default 15s.
 	QueryTimeout time.Duration
+	// Exports writes audit exports; nil turns exports off.
+	Exports *export.Exporter
 }
 
 // ErrConfig reports missing or invalid dependencies.
@@ -118,6 +121,7 @@ func (s *server) routes() {
 	m.Handle("GET /p/{project}/sessions", s.viewer(s.sessions))
 	m.Handle("GET /p/{project}/sessions/{session}", s.viewer(s.session))
 	m.Handle("GET /p/{project}/tail", s.viewer(s.tail))
+	s.exportRoutes(m)
 	m.Handle("/", s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errNotFound
 	}))

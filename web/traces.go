@@ -50,6 +50,9 @@ type TracesView struct {
 	OlderHref string // empty on the oldest page
 	FirstHref string // the newest page, when not on it
 	TailURL   string // the live tail's event stream, on the newest page only
+	// ExportHref opens the export of everything the filter selects; empty
+	// when the viewer may not export.
+	ExportHref string
 }
 
 func projectPath(project string, parts ...string) string {
@@ -120,6 +123,7 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	if after.IsZero() && before.IsZero() {
 		v.TailURL = href(projectPath(project, "tail"), f.Values())
 	}
+	v.ExportHref = s.exportHref(r.Context(), project, f)
 	return s.render(w, r, http.StatusOK, TracesPage(v))
 }
 
