@@ -224,7 +224,7 @@ func logField(path, key string) string {
 	if err != nil {
 		return "?"
 	}
-	m := regexp.MustCompile(`\b` + key + `=(\S+)`).FindAllStringSubmatch(string(b), -1)
+	m := regexp.MustCompile(`\b`+key+`=(\S+)`).FindAllStringSubmatch(string(b), -1)
 	if len(m) == 0 {
 		return "?"
 	}
