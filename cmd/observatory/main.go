@@ -29,6 +29,10 @@ type cli struct {
 	Serve serveCmd `cmd:"" default:"withargs" help:"Serve the web UI."`
 	Token tokenCmd `cmd:"" help:"Mint a dev sign-in token."`
 	Authz authzCmd `cmd:"" help:"Authorization tools."`
+
+	Export    exportCmd    `cmd:"" help:"Export a project's decisions to a file with a signed manifest."`
+	Verify    verifyCmd    `cmd:"" help:"Check an export file against its signed manifest."`
+	ExportKey exportKeyCmd `cmd:"" name:"export-key" help:"Make a key pair that signs export manifests."`
 }
 
 // serveCmd is the configuration of the web server.
@@ -46,6 +50,8 @@ type serveCmd struct {
 	DevKeyDir string `name:"dev-key-dir" env:"GUARD_DEV_KEY_DIR" help:"Dev signing key folder; its jwks.json is used when no JWKS is given, and a key is made if missing."`
 	Insecure  bool   `name:"insecure-cookies" env:"GUARD_INSECURE_COOKIES" help:"Send cookies without Secure, for http://localhost development."`
 	Secret    string `name:"session-secret" env:"GUARD_SESSION_SECRET" help:"Secret (32+ bytes) that signs sessions; default: random, so sessions end at restart."`
+
+	Exports exportServeFlags `embed:""`
 }
 
 func main() {
@@ -101,8 +107,12 @@ func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
 	}
 	defer st.Close()
 
+	exp, err := c.Exports.exporter(st, c.DevKeyDir, log)
+	if err != nil {
+		return err
+	}
 	h, err := web.NewServer(web.Deps{Store: st, Verifier: verifier, Authz: engine,
-		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log})
+		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log, Exports: exp})
 	if err != nil {
 		return err
 	}
