@@ -36,6 +36,8 @@ type Deps struct {
 	Store    *store.Store
 	Verifier Verifier
 	Authz    Authorizer
+	// Alerts serves alert subscriptions; nil turns the alert pages off.
+	Alerts *AlertDeps
 	// SessionSecret signs session cookies and CSRF tokens; at least 32
 	// bytes. Sessions do not survive a change of secret.
 	SessionSecret []byte
@@ -113,6 +115,7 @@ func (s *server) routes() {
 	m.Handle("GET /signin", s.handle(s.signinPage))
 	m.Handle("POST /signin", s.handle(s.signin))
 	m.Handle("POST /signout", s.handle(s.signout))
+	s.alertRoutes()
 
 	m.Handle("GET /{$}", s.viewer(s.projects))
 	m.Handle("GET /p/{project}", s.viewer(s.overview))

@@ -12,6 +12,8 @@ type Chrome struct {
 	Section  string   // overview, traces or sessions
 	// CanSessions says whether the viewer may open the project's sessions.
 	CanSessions bool
+	// CanAlerts says whether the viewer may open the project's alerts.
+	CanAlerts bool
 	// Bare hides everything about the viewer, for pages whose body must
 	// not depend on who asks (the error page).
 	Bare bool

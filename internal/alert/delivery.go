@@ -85,3 +85,19 @@ func (s *Store) Deliveries(ctx context.Context, sc store.Scope, id string) ([]De
 	slices.Reverse(out)
 	return out, nil
 }
+
+// TestSend sends a sample alert over the subscription's channel, with the
+// sender's retries, and records the delivery as a test. It returns
+// ErrNotFound when the subscription does not exist.
+func (s *Store) TestSend(ctx context.Context, sender *Sender, sc store.Scope,
+	id string) (Delivery, error) {
+	rec, _, err := s.load(ctx, sc, id)
+	if err != nil {
+		return Delivery{}, err
+	}
+	d := sender.Send(ctx, &rec.Subscription, Sample(&rec.Subscription, s.now()))
+	if err := s.Record(context.WithoutCancel(ctx), sc, id, d); err != nil {
+		return d, err
+	}
+	return d, nil
+}
