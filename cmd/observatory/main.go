@@ -18,7 +18,10 @@ import (
 	_ "time/tzdata" // viewers' time zones, also where the host has no zoneinfo
 
 	"github.com/alecthomas/kong"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/guardwatch/observatory/internal/alert"
 	"github.com/guardwatch/observatory/internal/authz"
 	"github.com/guardwatch/observatory/internal/identity"
 	"github.com/guardwatch/observatory/internal/store"
@@ -50,6 +53,10 @@ type serveCmd struct {
 	DevKeyDir string `name:"dev-key-dir" env:"GUARD_DEV_KEY_DIR" help:"Dev signing key folder; its jwks.json is used when no JWKS is given, and a key is made if missing."`
 	Insecure  bool   `name:"insecure-cookies" env:"GUARD_INSECURE_COOKIES" help:"Send cookies without Secure, for http://localhost development."`
 	Secret    string `name:"session-secret" env:"GUARD_SESSION_SECRET" help:"Secret (32+ bytes) that signs sessions; default: random, so sessions end at restart."`
+
+	NATSURL    string   `name:"nats-url" env:"GUARD_NATS_URL" help:"NATS server URL, for alert subscriptions; empty turns alerts off."`
+	NATSCreds  string   `name:"nats-creds" env:"GUARD_NATS_CREDS" type:"existingfile" help:"NATS credentials file."`
+	AllowCIDRs []string `name:"webhook-allow-cidr" env:"GUARD_WEBHOOK_ALLOW_CIDR" sep:"," help:"Address range alert webhooks may reach although it is loopback, private or link-local, e.g. 127.0.0.1/32; repeatable."`
 
 	Exports exportServeFlags `embed:""`
 }
@@ -111,8 +118,14 @@ func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	alerts, closeAlerts, err := c.alertDeps(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer closeAlerts()
 	h, err := web.NewServer(web.Deps{Store: st, Verifier: verifier, Authz: engine,
-		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log, Exports: exp})
+		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log, Exports: exp,
+		Alerts: alerts})
 	if err != nil {
 		return err
 	}
@@ -135,4 +148,45 @@ func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	return nil
+}
+
+// alertDeps opens the alert subscription buckets on NATS, when a URL is
+// given. Test sends from the UI get a short retry budget: someone waits.
+func (c *serveCmd) alertDeps(ctx context.Context, log *slog.Logger) (*web.AlertDeps, func(),
+	error) {
+	if c.NATSURL == "" {
+		log.Info("alerts off: no --nats-url")
+		return nil, func() {}, nil
+	}
+	allow, err := alert.ParseCIDRs(c.AllowCIDRs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--webhook-allow-cidr: %w", err)
+	}
+	opts := []nats.Option{nats.Name("guard-observatory"), nats.MaxReconnects(-1)}
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	nc, err := nats.Connect(c.NATSURL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect nats %s: %w", c.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	guard := alert.NewGuard(allow)
+	st, err := alert.OpenStore(ctx, js, alert.StoreConfig{Guard: guard})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	sender, err := alert.NewSender(alert.SenderConfig{Guard: guard, JS: js, Logger: log,
+		Replica: "observatory", Retry: alert.RetryPolicy{MaxAttempts: 2,
+			MaxElapsed: 10 * time.Second, AttemptTimeout: 5 * time.Second}})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return &web.AlertDeps{Store: st, Sender: sender}, nc.Close, nil
 }
