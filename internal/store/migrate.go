@@ -25,6 +25,10 @@ var migrations = []migration{
 	{2, "exports table", func(s *Store) []string {
 		return []string{exportsDDL(s.exportsTable())}
 	}},
+	{3, "quota usage and tenant deletions", func(s *Store) []string {
+		return []string{quotaUsageDDL(s.quotaUsageTable()),
+			tenantDeletionsDDL(s.deletionsTable())}
+	}},
 }
 
 // enum8 renders an Enum8 type whose values are numbered from 1 in order.
