@@ -15,6 +15,7 @@ type cli struct {
 	ClickHouseAddr string `name:"clickhouse-addr" env:"GUARD_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
 
 	Ingest ingestCmd `cmd:"" help:"Ingest throughput: end to end, consume-only and insert-only."`
+	Export exportCmd `cmd:"" help:"Export throughput and peak RSS per format of one large project."`
 }
 
 func main() {

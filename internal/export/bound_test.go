@@ -88,7 +88,8 @@ func TestExportDuringInsertsMatchesItsBound(t *testing.T) {
 	// The test means something only if rows arrived on both sides of the
 	// bound, some of them while the export ran.
 	after := expected(t, st, sc, from, to, "AND ingested_at > ?", uint64(bound.UnixMilli()))
-	t.Logf("before bound %d, after bound %d, inserted by export end %d", len(want), len(after), atExportEnd)
+	t.Logf("stored before the bound %d, after it %d; inserted by the export's end %d",
+		len(want), len(after), atExportEnd)
 	require.NotEmpty(t, after, "rows stored after the bound")
 	require.Greater(t, len(want), 1500, "rows stored before the bound beyond the seed")
 	require.Greater(t, atExportEnd, int64(len(want)-1500+len(after)/2),
