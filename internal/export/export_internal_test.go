@@ -74,6 +74,7 @@ func TestFlattenIgnoresUnknownMembersAndDerivesOutcome(t *testing.T) {
 	var r flatRow
 	raw := `{"event_id":"e1","occurred_at":"2026-01-02T03:04:05.678Z","mode":"monitor",` +
 		`"decision":"allow","actual_decision":"deny","future":{"x":[1]},` +
+		`"identity":null,"conversation_turn":null,"metadata":null,` +
 		`"signals":[{"id":"s","detector":"d","score":1e2},{"id":"t","detector":"d"}]}`
 	require.NoError(t, fl.flatten(raw, &r))
 	require.Equal(t, "e1", r.EventID)
@@ -81,6 +82,8 @@ func TestFlattenIgnoresUnknownMembersAndDerivesOutcome(t *testing.T) {
 	require.Equal(t, "100;", r.SignalScores)
 	require.Equal(t, 100.0, *r.SignalMaxScore)
 	require.Equal(t, 678, r.OccurredAt.Nanosecond()/1e6)
+	require.Nil(t, r.IdentityDelegationDepth, "a null object is an absent one")
+	require.Nil(t, r.ConversationTurn)
 	require.Error(t, fl.flatten(`{"occurred_at":"yesterday"}`, &r))
 	require.Error(t, fl.flatten(`[1]`, &r))
 }

@@ -77,8 +77,12 @@ func (fl *flattener) mark(dst *string, a int) {
 	}
 }
 
-// member sets the fields of one top-level member.
+// member sets the fields of one top-level member. A null member is an
+// absent one.
 func (fl *flattener) member(k []byte, v *fastjson.Value, r *flatRow) error {
+	if v.Type() == fastjson.TypeNull {
+		return nil
+	}
 	switch string(k) {
 	case "occurred_at":
 		t, err := time.Parse(time.RFC3339Nano, string(v.GetStringBytes()))
