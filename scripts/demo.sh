@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts the whole pipeline on this machine with demo traffic: ClickHouse
 # (Debian's package, installed if missing, data under .demo/), ingest with an
-# embedded NATS server, the observatory UI and the traffic generator. Prints
-# the URL and one sign-in link per demo tenant; Ctrl-C stops everything.
+# embedded NATS server, the alerter, the observatory UI and the traffic
+# generator. Prints the URL and one sign-in link per demo tenant; Ctrl-C
+# stops everything.
 #
 # Environment:
 #   GUARD_CLICKHOUSE_ADDR  reuse a running ClickHouse (host:port, native)
@@ -58,8 +59,15 @@ bin/ingest --clickhouse-addr "$ch" --embed-nats-listen 127.0.0.1:4222 \
 pids+=($!)
 wait_http http://127.0.0.1:9464/healthz 60 || { tail -20 "$demo/logs/ingest.log"; exit 1; }
 
+bin/alerter --nats-url nats://127.0.0.1:4222 --http-addr 127.0.0.1:9465 \
+  --webhook-allow-cidr 127.0.0.1/32 --public-url "http://127.0.0.1:$port" \
+  >"$demo/logs/alerter.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.1:9465/healthz 60 || { tail -20 "$demo/logs/alerter.log"; exit 1; }
+
 bin/observatory serve --listen "127.0.0.1:$port" --clickhouse-addr "$ch" \
   --policies policies --dev-key-dir "$demo/keys" --insecure-cookies \
+  --nats-url nats://127.0.0.1:4222 --webhook-allow-cidr 127.0.0.1/32 \
   >"$demo/logs/observatory.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/signin" 60 || { tail -20 "$demo/logs/observatory.log"; exit 1; }
@@ -85,6 +93,7 @@ guardwatch observatory is running.
 
   UI:       http://127.0.0.1:$port/
   metrics:  http://127.0.0.1:9464/metrics  (ingest health: /healthz)
+  alerts:   http://127.0.0.1:9465/metrics  (alerter; webhooks may reach 127.0.0.1 in the demo)
   NATS:     nats://127.0.0.1:4222           (stream GUARD, subjects guard.v1.<account>.<project>.>)
   logs:     $demo/logs/
 
