@@ -25,9 +25,14 @@ type Offboarder struct {
 	JS         jetstream.JetStream // nil skips the broker (reported as a note)
 	PolicyRoot string
 	CredsDir   string // producer seeds; "" skips them
-	// AlertBucket is the KV bucket of alert subscriptions, with keys that
-	// start "<account>.<project>."; "" skips it (reported as a note).
-	AlertBucket string
+	// AlertBuckets are KV buckets whose keys start "<account>.<project>.":
+	// alert subscriptions, their state and history. A bucket that does not
+	// exist is skipped with a note.
+	AlertBuckets []string
+	// SubjectPrefixes are further subject prefixes under which a tenant's
+	// messages live as <prefix><account>.<project>[.…] in any stream (the
+	// alert outbox, say); guard.v1. is always purged.
+	SubjectPrefixes []string
 	// Settle is how long to wait after the broker purge before the
 	// ClickHouse purge is checked a second time, so that a batch the
 	// ingester had in hand is caught too; default 2s.
@@ -171,19 +176,27 @@ func (o *Offboarder) Offboard(ctx context.Context, actor, account, project strin
 	return rep, nil
 }
 
-// subjectPrefix is the prefix of every subject of the tenant.
-func subjectPrefix(account, project string) string {
-	if project == "" {
-		return "guard.v1." + account + "."
+// tenantSubjects returns the subject filters that hold the tenant's
+// messages under each prefix: <prefix><account>.> for an account, and
+// <prefix><account>.<project> with <prefix><account>.<project>.> for a
+// project.
+func tenantSubjects(prefixes []string, account, project string) []string {
+	var out []string
+	for _, p := range prefixes {
+		if project == "" {
+			out = append(out, p+account+".>")
+		} else {
+			out = append(out, p+account+"."+project, p+account+"."+project+".>")
+		}
 	}
-	return "guard.v1." + account + "." + project + "."
+	return out
 }
 
 // purgeBroker purges the tenant's subjects from every stream that holds
 // any, and deletes the consumers that read only the tenant's subjects.
 func (o *Offboarder) purgeBroker(ctx context.Context, rep *OffboardReport) error {
-	prefix := subjectPrefix(rep.Account, rep.Project)
-	filter := prefix + ">"
+	filters := tenantSubjects(append([]string{"guard.v1."}, o.SubjectPrefixes...),
+		rep.Account, rep.Project)
 	names := o.JS.StreamNames(ctx)
 	var streams []string
 	for n := range names.Name() {
@@ -197,11 +210,14 @@ func (o *Offboarder) purgeBroker(ctx context.Context, rep *OffboardReport) error
 		if err != nil {
 			return fmt.Errorf("open stream %s: %w", name, err)
 		}
-		n, err := countSubject(ctx, st, filter)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
+		for _, filter := range filters {
+			n, err := countSubject(ctx, st, filter)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				continue
+			}
 			if err := st.Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
 				return fmt.Errorf("purge %s from stream %s: %w", filter, name, err)
 			}
@@ -218,7 +234,7 @@ func (o *Offboarder) purgeBroker(ctx context.Context, rep *OffboardReport) error
 		cl := st.ListConsumers(ctx)
 		var drop []string
 		for ci := range cl.Info() {
-			if readsOnly(ci.Config, prefix) {
+			if readsOnly(ci.Config, filters) {
 				drop = append(drop, ci.Name)
 			}
 		}
@@ -249,9 +265,9 @@ func countSubject(ctx context.Context, st jetstream.Stream, filter string) (uint
 	return n, nil
 }
 
-// readsOnly reports whether a consumer is filtered to subjects under
-// prefix only; a consumer that also reads other tenants is kept.
-func readsOnly(c jetstream.ConsumerConfig, prefix string) bool {
+// readsOnly reports whether a consumer is filtered to the tenant's subjects
+// only; a consumer that also reads other tenants is kept.
+func readsOnly(c jetstream.ConsumerConfig, tenantFilters []string) bool {
 	filters := append([]string(nil), c.FilterSubjects...)
 	if c.FilterSubject != "" {
 		filters = append(filters, c.FilterSubject)
@@ -260,45 +276,72 @@ func readsOnly(c jetstream.ConsumerConfig, prefix string) bool {
 		return false
 	}
 	for _, f := range filters {
-		if !strings.HasPrefix(f, prefix) {
+		if !underAny(f, tenantFilters) {
 			return false
 		}
 	}
 	return true
 }
 
-// purgeAlerts deletes the tenant's alert subscriptions from the KV bucket.
+// underAny reports whether subject filter f lies within one of filters,
+// each a literal subject or one ending in ".>".
+func underAny(f string, filters []string) bool {
+	for _, t := range filters {
+		if base, ok := strings.CutSuffix(t, ">"); ok {
+			if strings.HasPrefix(f, base) {
+				return true
+			}
+		} else if f == t {
+			return true
+		}
+	}
+	return false
+}
+
+// purgeAlerts deletes the tenant's keys from the alert buckets. Keys are
+// purged through the bucket, so that watchers (the alerter's caches) see
+// them go, and then the purge markers, which still name the tenant, are
+// removed from the bucket's stream.
 func (o *Offboarder) purgeAlerts(ctx context.Context, rep *OffboardReport) error {
-	if o.AlertBucket == "" {
-		rep.Notes = append(rep.Notes, "alerts: no alert subscription bucket configured; "+
-			"none removed")
+	if len(o.AlertBuckets) == 0 {
+		rep.Notes = append(rep.Notes, "alerts: no alert buckets configured; none removed")
 		return nil
-	}
-	kv, err := o.JS.KeyValue(ctx, o.AlertBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		rep.Notes = append(rep.Notes, "alerts: bucket "+o.AlertBucket+" does not exist")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open alert bucket %s: %w", o.AlertBucket, err)
 	}
 	keyFilter := rep.Account + ".>"
 	if rep.Project != "" {
 		keyFilter = rep.Account + "." + rep.Project + ".>"
 	}
-	keys, err := kv.ListKeysFiltered(ctx, keyFilter)
-	if err != nil {
-		return fmt.Errorf("list alert subscriptions: %w", err)
-	}
-	var all []string
-	for k := range keys.Keys() {
-		all = append(all, k)
-	}
-	for _, k := range all {
-		if err := kv.Purge(ctx, k); err != nil {
-			return fmt.Errorf("remove alert subscription %s: %w", k, err)
+	for _, bucket := range o.AlertBuckets {
+		kv, err := o.JS.KeyValue(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			rep.Notes = append(rep.Notes, "alerts: bucket "+bucket+" does not exist")
+			continue
 		}
-		rep.AlertKeys++
+		if err != nil {
+			return fmt.Errorf("open alert bucket %s: %w", bucket, err)
+		}
+		keys, err := kv.ListKeysFiltered(ctx, keyFilter)
+		if err != nil {
+			return fmt.Errorf("list keys of %s: %w", bucket, err)
+		}
+		var all []string
+		for k := range keys.Keys() {
+			all = append(all, k)
+		}
+		for _, k := range all {
+			if err := kv.Purge(ctx, k); err != nil {
+				return fmt.Errorf("remove %s from %s: %w", k, bucket, err)
+			}
+			rep.AlertKeys++
+		}
+		st, err := o.JS.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			return fmt.Errorf("open stream of bucket %s: %w", bucket, err)
+		}
+		subject := "$KV." + bucket + "." + keyFilter
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			return fmt.Errorf("remove purge markers of %s: %w", bucket, err)
+		}
 	}
 	return nil
 }

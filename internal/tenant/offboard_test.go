@@ -37,13 +37,14 @@ const alertBucket = "GUARD_ALERT_SUBS"
 // world is every place a tenant lives: ClickHouse tables, the stream, lane
 // consumers, an alert bucket, policy folders and producer keys.
 type world struct {
-	db    *store.Store
-	js    jetstream.JetStream
-	st    jetstream.Stream
-	kv    jetstream.KeyValue
-	root  string
-	creds string
-	ob    *tenant.Offboarder
+	db     *store.Store
+	js     jetstream.JetStream
+	st     jetstream.Stream
+	kv     jetstream.KeyValue
+	outbox jetstream.Stream
+	root   string
+	creds  string
+	ob     *tenant.Offboarder
 }
 
 func newWorld(t *testing.T) *world {
@@ -67,8 +68,11 @@ func newWorld(t *testing.T) *world {
 	require.NoError(t, err)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: alertBucket})
 	require.NoError(t, err)
+	outbox, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX",
+		Subjects: []string{"guard_alert_outbox.>"}})
+	require.NoError(t, err)
 
-	w := &world{db: db, js: js, st: st, kv: kv, root: copyPolicies(t),
+	w := &world{db: db, js: js, st: st, kv: kv, outbox: outbox, root: copyPolicies(t),
 		creds: t.TempDir()}
 
 	// A table of another kind: tenant rows, but not partitioned by tenant,
@@ -111,6 +115,8 @@ func newWorld(t *testing.T) *world {
 		require.NoError(t, err)
 		_, err = kv.Put(ctx, k.Account+"."+k.Project+".sub1", []byte(`{}`))
 		require.NoError(t, err)
+		_, err = js.Publish(ctx, "guard_alert_outbox."+k.Account+"."+k.Project, []byte(`{}`))
+		require.NoError(t, err)
 	}
 	for _, a := range []string{"acme", "globex", "initech"} {
 		_, _, err := tenant.ProducerKey(w.creds, a)
@@ -119,14 +125,16 @@ func newWorld(t *testing.T) *world {
 	require.NotNil(t, rest)
 
 	w.ob = &tenant.Offboarder{Store: db, JS: js, PolicyRoot: w.root, CredsDir: w.creds,
-		AlertBucket: alertBucket, Settle: 100 * time.Millisecond, Log: log}
+		AlertBuckets:    []string{alertBucket, "GUARD_ALERT_STATE"},
+		SubjectPrefixes: []string{"guard_alert_outbox."}, Settle: 100 * time.Millisecond, Log: log}
 	return w
 }
 
 // footprint is what the world holds of one project.
 type footprint struct {
 	Decisions, Quota, Notes uint64
-	Messages                uint64
+	Messages, Outbox        uint64
+	AlertHistory            uint64 // bucket messages, purge markers included
 	Lane, Alert, Folder     bool
 }
 
@@ -140,12 +148,11 @@ func (w *world) footprint(t *testing.T, k tenant.Key) footprint {
 			w.db.Database()+"."+table+" WHERE account_id = ? AND project_id = ?",
 			k.Account, k.Project).Scan(dst))
 	}
-	info, err := w.st.Info(ctx, jetstream.WithSubjectFilter(
-		"guard.v1."+k.Account+"."+k.Project+".>"))
+	f.Messages = count(t, w.st, "guard.v1."+k.Account+"."+k.Project+".>")
+	f.Outbox = count(t, w.outbox, "guard_alert_outbox."+k.Account+"."+k.Project)
+	kvs, err := w.js.Stream(ctx, "KV_"+alertBucket)
 	require.NoError(t, err)
-	for _, n := range info.State.Subjects {
-		f.Messages += n
-	}
+	f.AlertHistory = count(t, kvs, "$KV."+alertBucket+"."+k.Account+"."+k.Project+".>")
 	_, err = w.st.Consumer(ctx, quota.LaneName("ingest", k))
 	f.Lane = err == nil
 	_, err = w.kv.Get(ctx, k.Account+"."+k.Project+".sub1")
@@ -153,6 +160,17 @@ func (w *world) footprint(t *testing.T, k tenant.Key) footprint {
 	_, err = os.Stat(filepath.Join(w.root, "projects", k.Account, k.Project))
 	f.Folder = err == nil
 	return f
+}
+
+func count(t *testing.T, st jetstream.Stream, filter string) uint64 {
+	t.Helper()
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(filter))
+	require.NoError(t, err)
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
 }
 
 func (w *world) footprints(t *testing.T) map[tenant.Key]footprint {
@@ -168,8 +186,8 @@ func TestOffboardProjectLeavesEveryOtherTenantWhole(t *testing.T) {
 	ctx := t.Context()
 	gone := tenant.Key{Account: "acme", Project: "proj_prod"}
 	before := w.footprints(t)
-	require.Equal(t, footprint{Decisions: 12, Quota: 1, Notes: 1, Messages: 4, Lane: true,
-		Alert: true, Folder: true}, before[gone])
+	require.Equal(t, footprint{Decisions: 12, Quota: 1, Notes: 1, Messages: 4, Outbox: 1,
+		AlertHistory: 1, Lane: true, Alert: true, Folder: true}, before[gone])
 
 	rep, err := w.ob.Offboard(ctx, "ops@example", gone.Account, gone.Project)
 	require.NoError(t, err)
@@ -189,7 +207,7 @@ func TestOffboardProjectLeavesEveryOtherTenantWhole(t *testing.T) {
 	rows, parts := rep.Rows()
 	require.Equal(t, uint64(12+1+1), rows)
 	require.Positive(t, parts)
-	require.Equal(t, uint64(4), rep.Messages())
+	require.Equal(t, uint64(4+1), rep.Messages(), "decision stream and alert outbox")
 	require.Equal(t, []string{"GUARD/" + quota.LaneName("ingest", gone)}, rep.Consumers)
 	require.Equal(t, 1, rep.AlertKeys)
 	require.Equal(t, 1, rep.PolicyFolders)
@@ -205,7 +223,7 @@ func TestOffboardProjectLeavesEveryOtherTenantWhole(t *testing.T) {
 	require.Equal(t, "ops@example", log[0].Actor)
 	require.Equal(t, "proj_prod", log[0].Project)
 	require.Equal(t, rows, log[0].Rows)
-	require.Equal(t, uint64(4), log[0].StreamMessages)
+	require.Equal(t, uint64(5), log[0].StreamMessages)
 	var detail tenant.OffboardReport
 	require.NoError(t, json.Unmarshal([]byte(log[0].Detail), &detail))
 	require.Equal(t, rep.Tables, detail.Tables)
@@ -233,7 +251,7 @@ func TestOffboardAccountRemovesAllItsProjects(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 	_, err = os.Stat(filepath.Join(w.creds, "globex.nk"))
 	require.NoError(t, err)
-	require.Equal(t, uint64(2*2+3*2), rep.Messages())
+	require.Equal(t, uint64(2*2+3*2+2), rep.Messages())
 
 	// Offboarding again finds nothing and says so in the log.
 	rep, err = w.ob.Offboard(ctx, "ops@example", "acme", "")
