@@ -13,10 +13,10 @@ import (
 )
 
 // Row groups of Parquet files end at whichever comes first; the writer
-// holds one row group in memory.
-const (
-	rowGroupRows  = 32_768
-	rowGroupBytes = 24 << 20 // of stored event JSON, a proxy for the group's size
+// holds one row group in memory. Variables so tests can make them small.
+var (
+	rowGroupRows  = 16_384
+	rowGroupBytes = 16 << 20 // of stored event JSON, a proxy for the group's size
 )
 
 // csvEncoder writes CSV: a header row, then one row per decision.

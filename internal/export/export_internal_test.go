@@ -1,10 +1,13 @@
 package export
 
 import (
+	"bytes"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/parquet-go/parquet-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,4 +89,34 @@ func TestFlattenIgnoresUnknownMembersAndDerivesOutcome(t *testing.T) {
 	require.Nil(t, r.ConversationTurn)
 	require.Error(t, fl.flatten(`{"occurred_at":"yesterday"}`, &r))
 	require.Error(t, fl.flatten(`[1]`, &r))
+}
+
+func TestParquetRowGroupsEndAtTheirBound(t *testing.T) {
+	defer func(rows int) { rowGroupRows = rows }(rowGroupRows)
+	rowGroupRows = 100
+	var buf bytes.Buffer
+	enc := newParquetEncoder(&buf, true, nil)
+	var ws workerState
+	for n := 0; n < 1000; n += chunkRows {
+		c := &chunk{}
+		for i := n; i < min(n+chunkRows, 1000); i++ {
+			c.ids = append(c.ids, fmt.Sprint(i))
+			c.raws = append(c.raws, fmt.Sprintf(
+				`{"event_id":"e%04d","occurred_at":"2026-01-02T03:04:05Z","reason":"r"}`, i))
+		}
+		require.NoError(t, enc.encode(c, &ws))
+		require.NoError(t, enc.write(c))
+	}
+	require.NoError(t, enc.close())
+
+	rows, err := parquet.Read[flatRow](bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(t, err)
+	require.Len(t, rows, 1000)
+	for i, r := range rows {
+		require.Equal(t, fmt.Sprintf("e%04d", i), r.EventID)
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(t, err)
+	// Groups end at chunk boundaries once they reach 100 rows.
+	require.Len(t, f.RowGroups(), 4)
 }
