@@ -190,6 +190,9 @@ func (s *server) exportDownload(w http.ResponseWriter, r *http.Request) error {
 	h.Set("X-Export-Id", job.ID)
 	h.Set("X-Export-Stored-By", job.StoredBy.Format(time.RFC3339Nano))
 	dw := &downloadWriter{w: w, rc: http.NewResponseController(w)}
+	if err := dw.extend(); err != nil {
+		return err
+	}
 	_, err = s.Exports.Run(r.Context(), job, dw)
 	switch {
 	case err == nil:
@@ -217,15 +220,23 @@ type downloadWriter struct {
 }
 
 func (d *downloadWriter) Write(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(d.last) > time.Second {
-		d.last = now
-		if err := d.rc.SetWriteDeadline(now.Add(exportWriteWindow)); err != nil &&
-			!errors.Is(err, http.ErrNotSupported) {
-			return 0, fmt.Errorf("extend write deadline: %w", err)
+	if time.Since(d.last) > time.Second {
+		if err := d.extend(); err != nil {
+			return 0, err
 		}
 	}
 	d.started = true
 	return d.w.Write(p)
+}
+
+// extend moves the write deadline one window ahead.
+func (d *downloadWriter) extend() error {
+	d.last = time.Now()
+	err := d.rc.SetWriteDeadline(d.last.Add(exportWriteWindow))
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("extend write deadline: %w", err)
+	}
+	return nil
 }
 
 // exportRoutes registers the export pages.
