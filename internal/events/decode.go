@@ -551,6 +551,11 @@ func (d *Decoder) validateSizes(ev *Event) error {
 		if err := arr(name("identity.scopes"), len(ev.Identity.Scopes), l.MaxArrayLen); err != nil {
 			return err
 		}
+		for _, sc := range ev.Identity.Scopes {
+			if err := str(name("identity.scopes[]"), sc); err != nil {
+				return err
+			}
+		}
 	}
 	if err := checkMap("metadata", ev.Metadata, l); err != nil {
 		return err
