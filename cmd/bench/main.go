@@ -16,6 +16,7 @@ type cli struct {
 
 	Ingest ingestCmd `cmd:"" help:"Ingest throughput: end to end, consume-only and insert-only."`
 	Export exportCmd `cmd:"" help:"Export throughput and peak RSS per format of one large project."`
+	Alerts alertsCmd `cmd:"" help:"Alert latency, publish to webhook, under background traffic."`
 }
 
 func main() {
