@@ -63,6 +63,8 @@ type cli struct {
 
 	HTTPAddr string `name:"http-addr" env:"GUARD_INGEST_HTTP" default:"127.0.0.1:9464" help:"Address of /metrics, /healthz and /readyz."`
 	LogLevel string `name:"log-level" env:"GUARD_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level."`
+
+	Lanes lanesFlags `embed:""`
 }
 
 // configError is a setting that stops start-up. Its message names the
@@ -85,6 +87,10 @@ func badSetting(flag, env, format string, args ...any) error {
 	return &configError{flag: flag, env: env, err: fmt.Errorf(format, args...)}
 }
 
+// maxSkew bounds --max-past and --max-future: ten years keeps every
+// accepted time inside ClickHouse's DateTime range (1970 to 2106).
+const maxSkew = 10 * 365 * 24 * time.Hour
+
 // Validate names the setting that is wrong and what is wrong with it.
 func (c *cli) Validate() error {
 	switch {
@@ -106,10 +112,12 @@ func (c *cli) Validate() error {
 	case c.MaxBytes < 1024:
 		return badSetting("max-event-bytes", "GUARD_MAX_EVENT_BYTES",
 			"%d: must be at least 1024", c.MaxBytes)
-	case c.MaxFuture <= 0:
-		return badSetting("max-future", "GUARD_MAX_FUTURE", "%s: must be positive", c.MaxFuture)
-	case c.MaxPast <= 0:
-		return badSetting("max-past", "GUARD_MAX_PAST", "%s: must be positive", c.MaxPast)
+	case c.MaxFuture <= 0 || c.MaxFuture > maxSkew:
+		return badSetting("max-future", "GUARD_MAX_FUTURE",
+			"%s: must be positive and at most %s", c.MaxFuture, maxSkew)
+	case c.MaxPast <= 0 || c.MaxPast > maxSkew:
+		return badSetting("max-past", "GUARD_MAX_PAST",
+			"%s: must be positive and at most %s", c.MaxPast, maxSkew)
 	case !events.ValidID(c.Stream):
 		return badSetting("stream", "GUARD_STREAM",
 			"%q: must be 1-64 letters, digits, _ or -", c.Stream)
@@ -250,11 +258,16 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(
 		collectors.ProcessCollectorOpts{}))
+	source, lanesDone, err := c.Lanes.start(ctx, st, cons, db, reg, log)
+	if err != nil {
+		return err
+	}
+	defer lanesDone()
 	ing := ingest.New(ingest.Config{
 		BatchSize: c.BatchSize, BatchWait: c.BatchWait,
 		RetryDelay: c.RetryDelay, MaxDelay: c.MaxRetryDelay, MaxLag: c.MaxLag,
 		Limits: events.Limits{MaxBytes: c.MaxBytes, MaxFuture: c.MaxFuture, MaxPast: c.MaxPast},
-	}, js, cons, db, reg, log)
+	}, js, source, db, reg, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -71,6 +71,8 @@ func TestBadSettingsStopStartup(t *testing.T) {
 			[]string{"--stream (GUARD_STREAM)", "letters, digits"}},
 		{"retry delays reversed", []string{"--retry-delay", "5s", "--max-retry-delay", "1s"},
 			nil, []string{"--max-retry-delay (GUARD_MAX_RETRY_DELAY)", "at least --retry-delay"}},
+		{"time window past ClickHouse's range", nil, []string{"GUARD_MAX_PAST=500000h"},
+			[]string{"--max-past (GUARD_MAX_PAST)", "at most 87600h0m0s"}},
 		{"ack wait too short", []string{"--ack-wait", "10ms"}, nil,
 			[]string{"--ack-wait (GUARD_ACK_WAIT)", "at least 1s"}},
 		{"missing credentials file", []string{"--nats-creds", "/nonexistent/user.creds"}, nil,
