@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -269,4 +270,35 @@ func TestAccountWithoutProjectsMayPublishNothing(t *testing.T) {
 	require.Error(t, err)
 	_, err = tenant.Producer{Account: "ac.me", NKey: "x"}.Block()
 	require.Error(t, err)
+}
+
+func TestShippedNATSConfigMatchesShippedProjects(t *testing.T) {
+	for _, v := range []string{"INGEST_PASSWORD", "OBSERVATORY_PASSWORD",
+		"PRODUCER_ACME_PASSWORD", "PRODUCER_GLOBEX_PASSWORD", "SYS_PASSWORD"} {
+		t.Setenv(v, "x")
+	}
+	opts, err := server.ProcessConfigFile("../../deploy/nats.conf")
+	require.NoError(t, err)
+	reg, err := tenant.OpenRegistry("../../deploy/tiers.yaml", "../../policies", nil)
+	require.NoError(t, err)
+	snap := reg.Snapshot()
+
+	producers := 0
+	for _, u := range opts.Users {
+		account, ok := strings.CutPrefix(u.Username, "producer-")
+		if !ok {
+			require.Nil(t, u.Permissions, "service user %s", u.Username)
+			continue
+		}
+		producers++
+		want, err := tenant.Producer{Account: account,
+			Projects: snap.AccountProjects(account)}.PublishSubjects()
+		require.NoError(t, err)
+		require.NotEmpty(t, want, "producer of an account with no project: %s", account)
+		require.Equal(t, want, u.Permissions.Publish.Allow, u.Username)
+		require.Empty(t, u.Permissions.Publish.Deny, u.Username)
+		require.Equal(t, []string{tenant.InboxPrefix(account) + ".>"},
+			u.Permissions.Subscribe.Allow, u.Username)
+	}
+	require.Equal(t, 2, producers)
 }
