@@ -73,7 +73,8 @@ func (s *server) alertCreate(w http.ResponseWriter, r *http.Request) error {
 	var sub alert.Subscription
 	var secret string
 	if err == nil {
-		sub, secret, err = s.Alerts.Store.Create(r.Context(), sc, spec, principal(r.Context()).Subject)
+		by := principal(r.Context()).Subject
+		sub, secret, err = s.Alerts.Store.Create(r.Context(), sc, spec, by)
 		err = alertErr(err)
 	}
 	var ue *userError

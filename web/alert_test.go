@@ -216,7 +216,8 @@ func TestAlertAPIAnswersOtherTenantsLikeNotFound(t *testing.T) {
 		{"same project id in another account", globex, "GET", "/api/p/proj_prod/alerts/" + id, ""},
 		{"update from another account", globex, "PUT", "/api/p/proj_prod/alerts/" + id, spec},
 		{"delete from another account", globex, "DELETE", "/api/p/proj_prod/alerts/" + id, ""},
-		{"test from another account", globex, "POST", "/api/p/proj_prod/alerts/" + id + "/test", ""},
+		{"test from another account", globex, "POST",
+			"/api/p/proj_prod/alerts/" + id + "/test", ""},
 		{"deliveries from another account", globex, "GET",
 			"/api/p/proj_prod/alerts/" + id + "/deliveries", ""},
 		{"another account's project", acme, "GET", "/api/p/support-bot/alerts", ""},
@@ -275,8 +276,9 @@ func TestAlertAPIRefusesMalformedBodies(t *testing.T) {
 		body, ctype string
 		status      int
 	}{
-		"unknown field":   {strings.Replace(good, `"name"`, `"secret":"mine","name"`, 1), "", 400},
-		"duplicate key":   {strings.Replace(good, `"name":"x"`, `"name":"x","name":"y"`, 1), "", 400},
+		"unknown field": {strings.Replace(good, `"name"`, `"secret":"mine","name"`, 1), "", 400},
+		"duplicate key": {strings.Replace(good, `"name":"x"`, `"name":"x","name":"y"`, 1),
+			"", 400},
 		"trailing data":   {good + `{}`, "", 400},
 		"wrong type":      {strings.Replace(good, `"threshold":3`, `"threshold":"3"`, 1), "", 400},
 		"bad duration":    {strings.Replace(good, `"5m"`, `"five"`, 1), "", 400},

@@ -29,7 +29,7 @@ import (
 type alertsCmd struct {
 	Rate       int           `name:"rate" default:"5000" help:"Background decisions per second."`
 	Duration   time.Duration `name:"duration" default:"30s" help:"How long probes are sent."`
-	ProbeEvery time.Duration `name:"probe-every" default:"50ms" help:"Interval between probe decisions."`
+	ProbeEvery time.Duration `name:"probe-every" default:"50ms" help:"Probe interval."`
 	Replicas   int           `name:"replicas" default:"1" help:"Evaluator replicas in the process."`
 }
 

@@ -182,7 +182,8 @@ func (a *Alerter) Run(ctx context.Context) error {
 		cache: map[string]cachedWindow{}}
 	dl := &deliverer{cons: a.out, claims: a.claim, store: a.store, sender: a.send,
 		replica: a.cfg.Replica, workers: a.cfg.Workers, perProject: a.cfg.PerProject,
-		link: strings.TrimSuffix(a.cfg.PublicURL, "/"), lease: a.lease(), ackWait: a.cfg.AckWait, grace: a.cfg.Grace, now: a.cfg.Now,
+		link: strings.TrimSuffix(a.cfg.PublicURL, "/"), lease: a.lease(),
+		ackWait: a.cfg.AckWait, grace: a.cfg.Grace, now: a.cfg.Now,
 		m: a.m, log: a.log, slots: map[string]chan struct{}{}}
 
 	errc := make(chan error, 2)

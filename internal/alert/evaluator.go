@@ -70,33 +70,39 @@ func (e *evaluator) run(ctx context.Context) error {
 	}
 }
 
-// handle evaluates one decision against its project's subscriptions and
-// acknowledges it once every window it touches is stored and every alert
-// it fires is in the outbox. Anything else is retried by redelivery,
-// which the windows recognise.
+// handle evaluates one decision and settles its message: ack once every
+// window it touches is stored and every alert it fired is in the outbox;
+// otherwise a redelivery retries it, which the windows recognise.
 func (e *evaluator) handle(m jetstream.Msg) {
+	if err := e.evaluate(m); err != nil {
+		e.log.Error("evaluate decision", "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+// evaluate counts one decision in the windows of its project's matching
+// subscriptions. A payload that is no valid decision of its subject's
+// tenant is passed over: the ingester dead-letters it.
+func (e *evaluator) evaluate(m jetstream.Msg) error {
 	acct, proj, kind, err := events.ParseSubject(m.Subject())
 	if err != nil || kind != events.KindDecision {
-		_ = m.Ack()
-		return
+		return nil
 	}
 	subs := e.subs.active(acct, proj)
 	if len(subs) == 0 {
-		_ = m.Ack()
-		return
+		return nil
 	}
 	e.m.evaluated.Inc()
 	ev, err := e.dec.Decode(m.Data())
 	if err != nil || ev.AccountID != acct || ev.ProjectID != proj {
-		// The ingester dead-letters it; it is no decision of this tenant.
 		e.m.skipped.WithLabelValues(skipInvalid).Inc()
-		_ = m.Ack()
-		return
+		return nil
 	}
 	md, err := m.Metadata()
 	if err != nil {
-		_ = m.Ack()
-		return
+		return fmt.Errorf("message metadata: %w", err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -113,14 +119,11 @@ func (e *evaluator) handle(m jetstream.Msg) {
 		for _, g := range groups(sub, ev) {
 			h := hit{Seq: md.Sequence.Stream, At: md.Timestamp, Group: g, Trigger: *summary}
 			if err := e.count(ctx, sub, h); err != nil {
-				e.log.Error("count match", "account", acct, "project", proj,
-					"subscription", sub.ID, "seq", h.Seq, "err", err)
-				_ = m.NakWithDelay(time.Second)
-				return
+				return fmt.Errorf("count match of %s/%s for %s: %w", acct, proj, sub.ID, err)
 			}
 		}
 	}
-	_ = m.Ack()
+	return nil
 }
 
 // groups lists the group values a decision counts for: one, except for

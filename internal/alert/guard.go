@@ -114,6 +114,8 @@ func (g *Guard) CheckIP(ip netip.Addr) error {
 	return nil
 }
 
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
 // embeddedV4 returns the IPv4 address inside a 6to4 (2002::/16) or
 // well-known NAT64 (64:ff9b::/96) address.
 func embeddedV4(ip netip.Addr) (netip.Addr, bool) {
@@ -124,7 +126,7 @@ func embeddedV4(ip netip.Addr) (netip.Addr, bool) {
 	switch {
 	case b[0] == 0x20 && b[1] == 0x02:
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
-	case netip.MustParsePrefix("64:ff9b::/96").Contains(ip):
+	case nat64.Contains(ip):
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
 	}
 	return netip.Addr{}, false
