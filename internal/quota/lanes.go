@@ -193,9 +193,11 @@ func (l *Lanes) sync(ctx context.Context) error {
 		tier, _ := snap.Tier(k)
 		l.mu.Lock()
 		ln, ok := l.lanes[k]
+		if ok {
+			setQuota(ln, tier)
+		}
 		l.mu.Unlock()
 		if ok {
-			setQuota(ln.lim, tier)
 			continue
 		}
 		c, err := l.ensureConsumer(ctx, restName, k)
@@ -215,17 +217,21 @@ func (l *Lanes) sync(ctx context.Context) error {
 			"burst", tier.Ingest.Burst)
 	}
 	def, _ := snap.Tier(tenant.Key{})
-	setQuota(l.restL.lim, def)
+	l.mu.Lock()
+	setQuota(l.restL, def)
+	l.mu.Unlock()
 	return nil
 }
 
-func setQuota(lim *rate.Limiter, t *tenant.Tier) {
-	if lim.Limit() != rate.Limit(t.Ingest.EventsPerSecond) {
-		lim.SetLimit(rate.Limit(t.Ingest.EventsPerSecond))
+// setQuota gives a lane its tier's quota. A changed quota starts as a new,
+// full bucket, so that an upgrade counts from the moment it is made. l.mu
+// held.
+func setQuota(ln *lane, t *tenant.Tier) {
+	if ln.lim.Limit() == rate.Limit(t.Ingest.EventsPerSecond) &&
+		ln.lim.Burst() == t.Ingest.Burst {
+		return
 	}
-	if lim.Burst() != t.Ingest.Burst {
-		lim.SetBurst(t.Ingest.Burst)
-	}
+	ln.lim = rate.NewLimiter(rate.Limit(t.Ingest.EventsPerSecond), t.Ingest.Burst)
 }
 
 // ensureConsumer opens a project's lane consumer, creating it at the rest

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,8 @@ type Usage struct {
 	counts map[usageKey]*usageCount
 
 	events *prometheus.CounterVec
+	total  atomic.Uint64
+	over   atomic.Uint64
 }
 
 type usageKey struct {
@@ -63,6 +66,10 @@ func (u *Usage) Add(k tenant.Key, t time.Time, within bool) {
 		class = "over"
 	}
 	u.events.WithLabelValues(k.Account, k.Project, class).Inc()
+	u.total.Add(1)
+	if !within {
+		u.over.Add(1)
+	}
 
 	key := usageKey{k: k, minute: t.Unix() / 60 * 60}
 	u.mu.Lock()
@@ -80,6 +87,10 @@ func (u *Usage) Add(k tenant.Key, t time.Time, within bool) {
 		c.over++
 	}
 }
+
+// Totals returns every event counted since the start and how many of them
+// were over quota, all projects together.
+func (u *Usage) Totals() (events, over uint64) { return u.total.Load(), u.over.Load() }
 
 // Flush writes the counts gathered since the last flush. On failure they
 // are kept for the next one.
