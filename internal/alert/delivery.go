@@ -33,11 +33,10 @@ type Delivery struct {
 	LatencyMS float64 `json:"latency_ms"`
 	// Error says why the last attempt failed, in words safe to show the
 	// subscription's owner: no response bodies, no resolved addresses.
-	Error   string `json:"error,omitempty"`
-	Test    bool   `json:"test,omitempty"`
-	Replica string `json:"replica,omitempty"`
-	Count   int    `json:"count"`
-	Group   string `json:"group,omitempty"`
+	Error string `json:"error,omitempty"`
+	Test  bool   `json:"test,omitempty"`
+	Count int    `json:"count"`
+	Group string `json:"group,omitempty"`
 }
 
 // Record appends a delivery to the subscription's history. The history

@@ -60,7 +60,8 @@ type SenderConfig struct {
 	// JS publishes the nats channel; nil makes that channel fail.
 	JS    jetstream.JetStream
 	Retry RetryPolicy
-	// Replica names this process in delivery records.
+	// Replica names this process in the logs of failed deliveries; it is
+	// kept out of delivery records, which tenants read.
 	Replica string
 	// Registerer receives the delivery metrics; nil skips registration.
 	Registerer prometheus.Registerer
@@ -110,7 +111,7 @@ func (e *attemptError) Unwrap() error { return e.err }
 // record of the outcome. It gives up early only when ctx ends.
 func (s *Sender) Send(ctx context.Context, sub *Subscription, a *Alert) Delivery {
 	d := Delivery{AlertID: a.ID, Channel: sub.Channel.Type, Test: a.Test,
-		Replica: s.cfg.Replica, Count: a.Count, Group: a.Group}
+		Count: a.Count, Group: a.Group}
 	body, err := s.body(sub, a)
 	if err != nil {
 		d.Status, d.Error, d.At = StatusFailed, "could not encode the alert", s.cfg.Now()
@@ -141,7 +142,7 @@ func (s *Sender) Send(ctx context.Context, sub *Subscription, a *Alert) Delivery
 		d.Status, d.Error = StatusFailed, describe(err)
 		s.log.WarnContext(ctx, "alert delivery failed", "account", a.AccountID,
 			"project", a.ProjectID, "subscription", sub.ID, "alert", a.ID,
-			"attempts", d.Attempts, "err", err)
+			"attempts", d.Attempts, "replica", s.cfg.Replica, "err", err)
 	}
 	s.m.deliveries.WithLabelValues(d.Channel, d.Status).Inc()
 	return d
