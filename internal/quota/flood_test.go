@@ -45,6 +45,8 @@ type floodResult struct {
 	Stored        uint64        // rows stored during the window, every tenant
 	QuietSent     int
 	P50, P99, Max time.Duration // quiet tenant, publish to visible
+	PubP99        time.Duration // quiet tenant, publish until the stream's ack
+	AckedP99      time.Duration // quiet tenant, stream's ack to visible
 }
 
 func (r floodResult) String() string {
@@ -53,10 +55,11 @@ func (r floodResult) String() string {
 	return fmt.Sprintf("capacity %.0f rows/s (draining a backlog of %d alone); flooder "+
 		"aimed at %.0f/s and published %.0f/s (%.1fx capacity) for %s while the pipeline "+
 		"stored %.0f rows/s; quiet tenant, %d events at 10/s: publish to visible "+
-		"p50 %s, p99 %s, max %s",
+		"p50 %s, p99 %s, max %s (p99 of publish to the stream's ack %s, of ack to visible %s)",
 		r.Capacity, r.Backlog, r.Target, offered, offered/r.Capacity, r.Window.Round(
 			time.Second), stored, r.QuietSent, r.P50.Round(time.Millisecond),
-		r.P99.Round(time.Millisecond), r.Max.Round(time.Millisecond))
+		r.P99.Round(time.Millisecond), r.Max.Round(time.Millisecond),
+		r.PubP99.Round(time.Millisecond), r.AckedP99.Round(time.Millisecond))
 }
 
 func floodWindow() time.Duration {
@@ -74,7 +77,10 @@ func TestQuietTenantUnaffectedByFlood(t *testing.T) {
 	}
 	r := runFlood(t, true, floodWindow())
 	t.Logf("with lanes: %s", r)
-	require.Less(t, r.P99, 5*time.Second, "quiet tenant's p99 publish to visible")
+	// On an idle 2-vCPU machine the p99 is one to two seconds; the bound
+	// leaves room for a machine shared with other tests. Through one shared
+	// consumer it is the flooder's whole backlog: tens of seconds.
+	require.Less(t, r.P99, 10*time.Second, "quiet tenant's p99 publish to visible")
 }
 
 // TestFloodWithoutLanes is the same flood through the single shared
@@ -199,6 +205,7 @@ func runFlood(t *testing.T, lanes bool, window time.Duration) floodResult {
 	pub := bus.NewPublisher(js, 10*time.Second)
 	var mu sync.Mutex
 	sentAt := map[string]time.Time{}
+	ackedAt := map[string]time.Time{}
 	seenAt := map[string]time.Time{}
 	pctx, stopPoll := context.WithCancel(ctx)
 	polled := make(chan struct{})
@@ -216,6 +223,9 @@ func runFlood(t *testing.T, lanes bool, window time.Duration) floodResult {
 		sentAt[ev.EventID] = time.Now()
 		mu.Unlock()
 		require.NoError(t, pub.Publish(ctx, ev))
+		mu.Lock()
+		ackedAt[ev.EventID] = time.Now()
+		mu.Unlock()
 	}
 	tick.Stop()
 	res.Window = time.Since(start)
@@ -232,15 +242,18 @@ func runFlood(t *testing.T, lanes bool, window time.Duration) floodResult {
 	stopPoll()
 	<-polled
 
-	var lat []time.Duration
+	var lat, pubLat, ackLat []time.Duration
 	for id, s := range sentAt {
 		lat = append(lat, seenAt[id].Sub(s))
+		pubLat = append(pubLat, ackedAt[id].Sub(s))
+		ackLat = append(ackLat, seenAt[id].Sub(ackedAt[id]))
 	}
-	slices.Sort(lat)
 	res.QuietSent = len(lat)
-	res.P50 = lat[len(lat)/2]
-	res.P99 = lat[(len(lat)*99+99)/100-1]
-	res.Max = lat[len(lat)-1]
+	res.P50 = quantile(lat, 0.5)
+	res.P99 = quantile(lat, 0.99)
+	res.Max = quantile(lat, 1)
+	res.PubP99 = quantile(pubLat, 0.99)
+	res.AckedP99 = quantile(ackLat, 0.99)
 
 	if usage != nil {
 		require.NoError(t, usage.Flush(ctx))
@@ -251,6 +264,13 @@ func runFlood(t *testing.T, lanes bool, window time.Duration) floodResult {
 		require.Zero(t, overQuota(t, db, quiet), "the quiet tenant is within its quota")
 	}
 	return res
+}
+
+// quantile returns the q quantile of ds (nearest rank).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	slices.Sort(ds)
+	i := int(q*float64(len(ds))+0.999999) - 1
+	return ds[max(0, min(i, len(ds)-1))]
 }
 
 // poll records when each of the quiet tenant's events is first visible.

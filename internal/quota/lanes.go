@@ -43,8 +43,11 @@ import (
 
 // LanesConfig tunes Lanes. Zero fields take the defaults shown.
 type LanesConfig struct {
-	// Prefetch is how many messages one lane holds ready, default 256.
-	Prefetch int
+	// Prefetch is how many messages one lane pulls ahead, default 1,024,
+	// and PrefetchBytes how many bytes, default 4 MiB: large enough that a
+	// lane alone can keep the ingester busy across pull round trips.
+	Prefetch      int
+	PrefetchBytes int
 	// MaxAckPending bounds the messages of one lane handed out and not yet
 	// acknowledged, default 20,000.
 	MaxAckPending int
@@ -55,7 +58,10 @@ type LanesConfig struct {
 
 func (c *LanesConfig) defaults() {
 	if c.Prefetch <= 0 {
-		c.Prefetch = 256
+		c.Prefetch = 1024
+	}
+	if c.PrefetchBytes <= 0 {
+		c.PrefetchBytes = 4 << 20
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 20_000
@@ -148,7 +154,7 @@ func NewLanes(ctx context.Context, st jetstream.Stream, rest jetstream.Consumer,
 }
 
 func (l *Lanes) newLane(k tenant.Key, c jetstream.Consumer, t *tenant.Tier) *lane {
-	return &lane{key: k, cons: c, buf: make(chan jetstream.Msg, l.cfg.Prefetch),
+	return &lane{key: k, cons: c, buf: make(chan jetstream.Msg, min(l.cfg.Prefetch, 128)),
 		lim: rate.NewLimiter(rate.Limit(t.Ingest.EventsPerSecond), t.Ingest.Burst)}
 }
 
@@ -314,7 +320,8 @@ func (l *Lanes) startLane(ln *lane) {
 // consumer is deleted.
 func (l *Lanes) fill(ctx context.Context, ln *lane) {
 	defer close(ln.done)
-	iter, err := ln.cons.Messages(jetstream.PullMaxMessages(l.cfg.Prefetch))
+	iter, err := ln.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(l.cfg.Prefetch,
+		l.cfg.PrefetchBytes))
 	if err != nil {
 		l.log.Error("start lane", "lane", ln.name(), "err", err)
 		l.laneErrs.Add(1)
