@@ -240,3 +240,23 @@ func overCount(t *testing.T, u *quota.Usage) uint64 {
 	_, over := u.Totals()
 	return over
 }
+
+func TestDeletedConsumerRemovesItsLane(t *testing.T) {
+	k := tenant.Key{Account: "acme", Project: "gone"}
+	keep := tenant.Key{Account: "globex", Project: "gone"}
+	e := newLaneEnv(t, map[tenant.Key]string{k: "roomy", keep: "roomy"})
+	l, it := e.lanes(t)
+	require.Len(t, l.Lanes(), 2)
+
+	// Offboarding deletes the lane's consumer (after the project's folder).
+	tenanttest.Remove(t, e.root, k)
+	require.NoError(t, e.reg.Reload())
+	require.NoError(t, e.st.DeleteConsumer(t.Context(), quota.LaneName("ingest", k)))
+	require.Eventually(t, func() bool { return len(l.Lanes()) == 1 }, 10*time.Second,
+		10*time.Millisecond)
+	require.Equal(t, []tenant.Key{keep}, l.Lanes())
+
+	// The other account's project of the same id still flows.
+	e.publish(t, keep, 3)
+	require.Len(t, take(t, it, 3), 3)
+}

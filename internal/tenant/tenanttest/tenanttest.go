@@ -73,3 +73,11 @@ func SetTier(tb testing.TB, root string, k tenant.Key, tier string) {
 		tb.Fatal(err)
 	}
 }
+
+// Remove deletes the policy folder of k.
+func Remove(tb testing.TB, root string, k tenant.Key) {
+	tb.Helper()
+	if err := os.RemoveAll(filepath.Join(root, "projects", k.Account, k.Project)); err != nil {
+		tb.Fatal(err)
+	}
+}
