@@ -184,9 +184,15 @@ func (p *AsyncPublisher) Stats() (stored, retries int64, failed int) {
 	return p.stored.Load(), p.retries.Load(), p.failed
 }
 
+// errCodeStoreFailed is the JetStream error a stream answers when it
+// refuses a message, such as when it is full with the discard-new policy.
+const errCodeStoreFailed jetstream.ErrorCode = 10077
+
 // serverUnavailable matches JetStream API errors that mean "not now"
-// rather than "never", such as a stream without a leader after a restart.
+// rather than "never", such as JetStream still starting after a restart.
+// A full stream answers 503 too, but a retry would only delay the error.
 func serverUnavailable(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 503
+	return errors.As(err, &apiErr) && apiErr.Code == 503 &&
+		apiErr.ErrorCode != errCodeStoreFailed
 }

@@ -90,19 +90,20 @@ func (p *Publisher) PublishAck(ctx context.Context, m *nats.Msg) (*jetstream.Pub
 	return ack, nil
 }
 
-// retryable reports whether a publish error may pass: the server was
-// unreachable, busy, slow or restarting. A refusal (bad subject, stream
-// full, permissions) is final.
+// retryable reports whether a publish error may pass: anything but a
+// refusal. The server may be unreachable, busy, slow or restarting, and a
+// connection cut mid-write surfaces as a plain network error (a broken
+// pipe, EOF), so unknown errors are retried within the budget. A refusal
+// (bad subject, payload too large, stream full, permissions) is final.
 func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return serverUnavailable(err)
 	}
-	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
-		errors.Is(err, jetstream.ErrTooManyStalledMsgs) ||
-		errors.Is(err, nats.ErrReconnectBufExceeded)
+	refused := errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrMaxPayload) ||
+		errors.Is(err, nats.ErrHeadersNotSupported) || errors.Is(err, nats.ErrInvalidMsg) ||
+		errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAuthorization) ||
+		errors.Is(err, jetstream.ErrAsyncPublishReplySubjectSet) ||
+		errors.Is(err, context.Canceled)
+	return !refused
 }

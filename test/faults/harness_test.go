@@ -88,9 +88,24 @@ type proc struct {
 	err  error // exit error, set once done is closed
 }
 
+// logDir is where the processes of a test write their output:
+// .artifacts/faults/logs/<test>, kept after the run for a post-mortem.
+func logDir(t *testing.T) string {
+	t.Helper()
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' || r == ',' || r == '%' || r == '(' || r == ')' {
+			return '_'
+		}
+		return r
+	}, t.Name())
+	dir := filepath.Join(moduleRoot(t), ".artifacts", "faults", "logs", name)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	return dir
+}
+
 func startProc(t *testing.T, name, bin string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
+	logPath := filepath.Join(logDir(t), name+".log")
 	f, err := os.Create(logPath)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, args...)
