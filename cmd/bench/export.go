@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/guardwatch/observatory/internal/events"
@@ -48,6 +49,7 @@ type exportFigures struct {
 	Rows    int64   `json:"rows"`
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"seconds"`
+	CPU     float64 `json:"cpu_seconds"` // user + system of the export process
 	PeakRSS int64   `json:"peak_rss_kb"` // VmHWM
 }
 
@@ -78,15 +80,16 @@ func (c *exportCmd) Run(root *cli) error {
 		gc = fmt.Sprintf("GOGC 400, memory limit %d MiB, as observatory export", c.MemLimit>>20)
 	}
 	fmt.Printf("\nexport of one project from %s; garbage collector: %s\n", db, gc)
-	fmt.Printf("| format | rows | bytes | seconds | rows/s | peak RSS MB |\n")
-	fmt.Printf("|---|---:|---:|---:|---:|---:|\n")
+	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | peak RSS MB |\n")
+	fmt.Printf("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range runs {
 		fig, err := c.child(ctx, root, db, f)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", f, err)
 		}
-		fmt.Printf("| %s | %d | %d | %.1f | %.0f | %.1f |\n", fig.Format, fig.Rows, fig.Bytes,
-			fig.Seconds, float64(fig.Rows)/fig.Seconds, float64(fig.PeakRSS)/1024)
+		fmt.Printf("| %s | %d | %d | %.1f | %.0f | %.1f | %.1f |\n", fig.Format, fig.Rows,
+			fig.Bytes, fig.Seconds, float64(fig.Rows)/fig.Seconds, fig.CPU,
+			float64(fig.PeakRSS)/1024)
 	}
 	if c.Keep {
 		fmt.Printf("kept database %s; rerun with --database %s\n", db, db)
@@ -199,7 +202,7 @@ func (c *exportCmd) runChild(ctx context.Context, root *cli) error {
 		return err
 	}
 	fig := exportFigures{Format: c.Child, Rows: res.Manifest.Rows, Bytes: sink.n,
-		Seconds: time.Since(began).Seconds(), PeakRSS: peakRSS()}
+		Seconds: time.Since(began).Seconds(), CPU: cpuSeconds(), PeakRSS: peakRSS()}
 	return json.NewEncoder(os.Stdout).Encode(fig)
 }
 
@@ -209,6 +212,15 @@ type countingSink struct{ n int64 }
 func (s *countingSink) Write(p []byte) (int, error) {
 	s.n += int64(len(p))
 	return len(p), nil
+}
+
+// cpuSeconds is the user and system time this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // peakRSS reads this process's peak resident set size (VmHWM) in kB.
