@@ -104,7 +104,7 @@ func (s *server) exportPage(w http.ResponseWriter, r *http.Request) error {
 		From:      f.From.UTC().Format("2006-01-02T15:04:05.000Z"),
 		To:        f.To.UTC().Format("2006-01-02T15:04:05.000Z"),
 		FromLocal: f.From.In(loc).Format(local), ToLocal: f.To.In(loc).Format(local),
-		Zone: loc.String(), Previews: content, BoundNote: export.BoundNote,
+		Zone: loc.String(), Previews: content,
 		ExportsURL: projectPath(project, "exports"),
 		TracesURL:  href(projectPath(project, "traces"), f.Values()),
 	}
@@ -124,6 +124,9 @@ func (s *server) exportPage(w http.ResponseWriter, r *http.Request) error {
 	if s.Exports == nil {
 		v.Disabled = "Exports are not set up on this server: it has no signing key."
 	} else {
+		v.BoundNote = fmt.Sprintf("rows stored up to %s before the download starts are "+
+			"in the file; rows stored later are left out even if they fall in the range. "+
+			"The manifest states the exact time.", s.Exports.Settle())
 		ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 		defer cancel()
 		n, err := s.Store.Count(ctx, sc, f)

@@ -96,6 +96,9 @@ func New(cfg Config) (*Exporter, error) {
 		byAccount: map[string]int{}}, nil
 }
 
+// Settle returns how far before an export's start its upper bound lies.
+func (e *Exporter) Settle() time.Duration { return e.cfg.Settle }
+
 // PublicKey returns the public key that verifies this exporter's
 // manifests.
 func (e *Exporter) PublicKey() ed25519.PublicKey {
