@@ -38,12 +38,11 @@ type ExportQuery struct {
 	WindowRows int
 }
 
-// ExportRow is one decision of an export: its order key and the canonical
-// event JSON as stored.
+// ExportRow is one decision of an export: its id and the event JSON as
+// stored.
 type ExportRow struct {
-	EventID    string
-	OccurredAt time.Time // UTC, with milliseconds
-	Raw        string
+	EventID string
+	Raw     string
 }
 
 // Export streams the decisions of the scope that match the query to fn, in
@@ -121,7 +120,7 @@ func (s *Store) openWindow(ctx context.Context, sc Scope, q ExportQuery, w windo
 	cond += " AND occurred_at >= ? AND occurred_at < ?"
 	args = append(args, w.start, w.end)
 	// Among copies of one event the first stored one is kept.
-	query := "SELECT event_id, occurred_at, occurred_ms, raw FROM " + s.table() +
+	query := "SELECT event_id, raw FROM " + s.table() +
 		" WHERE " + cond +
 		" ORDER BY occurred_at, occurred_ms, event_id, ingested_at LIMIT 1 BY event_id"
 	rows, err := s.conn.Query(ctx, query, args...)
@@ -140,13 +139,10 @@ func (wr *windowRows) each(row *ExportRow, fn func(*ExportRow) error) error {
 	if wr.err != nil {
 		return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, wr.err)
 	}
-	var sec time.Time
-	var ms uint16
 	for wr.rows.Next() {
-		if err := wr.rows.Scan(&row.EventID, &sec, &ms, &row.Raw); err != nil {
+		if err := wr.rows.Scan(&row.EventID, &row.Raw); err != nil {
 			return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, err)
 		}
-		row.OccurredAt = sec.UTC().Add(time.Duration(ms) * time.Millisecond)
 		if err := fn(row); err != nil {
 			return err
 		}
