@@ -54,6 +54,9 @@ type LanesConfig struct {
 	// InfoEvery is how often Info refreshes the lanes' consumer state,
 	// default 5s.
 	InfoEvery time.Duration
+	// RestBusyRate is how many messages a second the rest lane reads
+	// while project lanes have work waiting, default 2,000.
+	RestBusyRate int
 }
 
 func (c *LanesConfig) defaults() {
@@ -68,6 +71,9 @@ func (c *LanesConfig) defaults() {
 	}
 	if c.InfoEvery <= 0 {
 		c.InfoEvery = 5 * time.Second
+	}
+	if c.RestBusyRate <= 0 {
+		c.RestBusyRate = 2000
 	}
 }
 
@@ -102,6 +108,7 @@ type Lanes struct {
 	infoMu   sync.Mutex
 	skipped  atomic.Uint64
 	laneErrs atomic.Uint64
+	waiting  atomic.Int64 // messages in project lanes' buffers and heads
 }
 
 // lane is one consumer and the messages it holds ready.
@@ -331,7 +338,17 @@ func (l *Lanes) fill(ctx context.Context, ln *lane) {
 		<-ctx.Done()
 		iter.Stop()
 	}()
+	// The rest lane sees every tenant's messages and skips most of them;
+	// while project lanes have work it reads at most RestBusyRate a second,
+	// so that skipping a flood does not take the broker's CPU from storing
+	// it. It catches up once the lanes are idle.
+	busy := rate.NewLimiter(rate.Limit(l.cfg.RestBusyRate), max(1, l.cfg.RestBusyRate/10))
 	for {
+		if ln == l.restL && l.lanesBusy() {
+			if busy.Wait(ctx) != nil {
+				return
+			}
+		}
 		m, err := iter.Next()
 		if err != nil {
 			switch {
@@ -360,6 +377,9 @@ func (l *Lanes) fill(ctx context.Context, ln *lane) {
 				continue
 			}
 		}
+		if ln != l.restL {
+			l.waiting.Add(1)
+		}
 		select {
 		case ln.buf <- m:
 		case <-ctx.Done():
@@ -373,6 +393,9 @@ func (l *Lanes) fill(ctx context.Context, ln *lane) {
 	}
 }
 
+// lanesBusy reports whether a project lane holds messages not yet taken.
+func (l *Lanes) lanesBusy() bool { return l.waiting.Load() > 0 }
+
 // dropLane forgets a lane whose consumer was deleted.
 func (l *Lanes) dropLane(ln *lane) {
 	l.mu.Lock()
@@ -380,6 +403,16 @@ func (l *Lanes) dropLane(ln *lane) {
 	if l.lanes[ln.key] == ln {
 		delete(l.lanes, ln.key)
 		l.rebuildOrder()
+		// Its held messages are gone with its consumer.
+		n := int64(len(ln.buf))
+		if ln.head != nil {
+			n++
+			ln.head = nil
+		}
+		for len(ln.buf) > 0 {
+			<-ln.buf
+		}
+		l.waiting.Add(-n)
 	}
 	l.log.Info("lane removed: its consumer was deleted", "lane", ln.name())
 }
@@ -412,6 +445,9 @@ func (l *Lanes) pick() jetstream.Msg {
 			}
 			m := ln.head
 			ln.head = nil
+			if ln != l.restL {
+				l.waiting.Add(-1)
+			}
 			l.rr = (idx + 1) % n
 			l.count(ln, m, ln.headAt, within)
 			return m
