@@ -369,12 +369,17 @@ func (in *Ingester) deadLetter(ctx context.Context, letters []*nats.Msg,
 		}
 		return
 	}
+	// One line per batch: a storm of rejects must not become a storm of
+	// log lines. Each letter's detail is in the stream (cmd/deadletter).
+	byReason := map[string]int{}
 	for _, l := range letters {
 		reason := l.Header.Get(bus.HeaderReason)
 		in.m.deadLetters.WithLabelValues(reason).Inc()
-		in.log.Info("dead letter", "subject", l.Header.Get(bus.HeaderOriginalSubject),
+		byReason[reason]++
+		in.log.Debug("dead letter", "subject", l.Header.Get(bus.HeaderOriginalSubject),
 			"reason", reason, "detail", l.Header.Get(bus.HeaderDetail))
 	}
+	in.log.Info("dead letters", "count", len(letters), "by_reason", byReason)
 	for _, m := range msgs {
 		_ = m.Term()
 	}
