@@ -280,6 +280,11 @@ func (l *Lanes) ensureConsumer(ctx context.Context, restName string,
 		OptStartSeq:   ri.AckFloor.Stream + 1,
 	})
 	if err != nil {
+		// Another ingester replica may have created it a moment ago, at
+		// its own idea of the start.
+		if c, err2 := l.st.Consumer(ctx, name); err2 == nil {
+			return c, nil
+		}
 		return nil, fmt.Errorf("create lane %s: %w", name, err)
 	}
 	return c, nil
