@@ -30,6 +30,7 @@ func TestFaults(t *testing.T) {
 		{"ingester SIGKILL x3 mid-batch", ingesterKilled},
 		{"ClickHouse SIGKILL and restart", clickHouseKilled},
 		{"NATS restart x2 while publishing", natsRestarted},
+		{"ingester with embedded NATS SIGKILL x2 (NATS crash)", embeddedNATSKilled},
 		{"two ingesters, one SIGKILL", oneOfTwoKilled},
 		{"ClickHouse slow (throttled link)", clickHouseSlow},
 		{"poison storm, 10% invalid at full rate", poisonStorm},
@@ -107,6 +108,35 @@ func natsRestarted(t *testing.T) result {
 	r := e.settle(tr, settleTimeout)
 	r.Notes = fmt.Sprintf("file store kept; generator repeated %s publish attempts",
 		logField(g.log, "retries"))
+	return r
+}
+
+// embeddedNATSKilled runs the ingester with the NATS server inside it, as
+// the demo does, and kills both at once: the JetStream file store must
+// recover from a crash, not a clean shutdown, while the generator retries.
+func embeddedNATSKilled(t *testing.T) result {
+	e := newEnv(t, "")
+	e.nats.Shutdown() // this scenario's NATS lives in the ingester
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	store := t.TempDir()
+	args := append(withoutFlag(e.ingestArgs(""), "--nats-url"),
+		"--embed-nats-listen", listen, "--embed-nats-store", store)
+	in := e.startIngest("ingest-1", args...)
+	e.connect("nats://" + listen)
+	g := e.startGenerator("gen", rate, 7*rate, 0.02, 707)
+
+	var inFlight []int
+	for i := range 2 {
+		time.Sleep(2 * time.Second)
+		inFlight = append(inFlight, e.waitInFlight(2*time.Second))
+		in.kill()
+		time.Sleep(500 * time.Millisecond)
+		in = e.startIngest(fmt.Sprintf("ingest-%d", i+2), args...)
+	}
+	tr := g.finish(t, finishTimeout)
+	r := e.settle(tr, settleTimeout)
+	r.Notes = fmt.Sprintf("NATS and ingester killed together with %v awaiting ack; "+
+		"generator repeated %s publish attempts", inFlight, logField(g.log, "retries"))
 	return r
 }
 
@@ -197,6 +227,19 @@ func poisonStorm(t *testing.T) result {
 	// Loose, as other test packages share the two cores.
 	require.Greater(t, poisonRate, 0.4*cleanRate, "valid events flow at nearly the clean rate")
 	return r
+}
+
+// withoutFlag drops a flag and its value from args.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 // metric sums every series of a counter or gauge on the ingester's

@@ -208,11 +208,12 @@ func freePort(t *testing.T) int {
 // env is one scenario's world: a NATS server of its own, a ClickHouse
 // database, and the binaries.
 type env struct {
-	t    *testing.T
-	bin  string
-	nats *testenv.NATSServer
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	t       *testing.T
+	bin     string
+	nats    *testenv.NATSServer
+	natsURL string // the server clients use: nats, or an ingester's embedded one
+	nc      *nats.Conn
+	js      jetstream.JetStream
 
 	chAddr string // where the test reads ClickHouse
 	db     string
@@ -240,15 +241,27 @@ func newEnv(t *testing.T, chAddr string) *env {
 		require.NoError(t, conn.Exec(t.Context(), "CREATE DATABASE IF NOT EXISTS faults"))
 	}
 
-	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond),
+	e.connect(e.nats.URL())
+	return e
+}
+
+// connect points the test's own NATS client, and the processes started
+// from now on, at url.
+func (e *env) connect(url string) {
+	t := e.t
+	t.Helper()
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	e.natsURL = url
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	e.nc = nc
 	e.js, err = jetstream.New(nc)
 	require.NoError(t, err)
-	return e
 }
 
 // ingestArgs are the settings of every test ingester: small batches and
@@ -257,7 +270,7 @@ func (e *env) ingestArgs(chAddr string) []string {
 	if chAddr == "" {
 		chAddr = e.chAddr
 	}
-	return []string{"--nats-url", e.nats.URL(), "--clickhouse-addr", chAddr,
+	return []string{"--nats-url", e.natsURL, "--clickhouse-addr", chAddr,
 		"--clickhouse-db", e.db, "--batch-size", "2000", "--batch-wait", "200ms",
 		"--retry-delay", "200ms", "--max-retry-delay", "2s", "--ack-wait", "4s"}
 }
@@ -383,7 +396,7 @@ func (e *env) startGenerator(name string, rate, count int, invalid float64,
 	t := e.t
 	t.Helper()
 	ids := filepath.Join(t.TempDir(), name+".ids")
-	args := []string{"--nats-url", e.nats.URL(), "--rate", strconv.Itoa(rate),
+	args := []string{"--nats-url", e.natsURL, "--rate", strconv.Itoa(rate),
 		"--count", strconv.Itoa(count), "--invalid", strconv.FormatFloat(invalid, 'f', -1, 64),
 		"--seed", strconv.FormatUint(seed, 10), "--tenants", testTenants, "--ids-out", ids,
 		"--ack-timeout", "2s"}

@@ -32,7 +32,7 @@ func TestClickHouseOutageMemory(t *testing.T) {
 	proxy, err := faultnet.Listen(e.chAddr)
 	require.NoError(t, err)
 	t.Cleanup(func() { proxy.Close() })
-	in := e.startIngest("ingest", "--nats-url", e.nats.URL(), "--clickhouse-addr",
+	in := e.startIngest("ingest", "--nats-url", e.natsURL, "--clickhouse-addr",
 		proxy.Addr(), "--clickhouse-db", e.db)
 	rssBefore, _ := in.memory()
 

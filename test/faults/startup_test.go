@@ -149,7 +149,7 @@ func TestDeadLettersReplayedAfterFix(t *testing.T) {
 	e.startIngest("ingest-fixed", append(e.ingestArgs(""), "--max-future", "1h")...)
 	replay := func() string {
 		out, err := exec.CommandContext(ctx, filepath.Join(e.bin, "deadletter"),
-			"--nats-url", e.nats.URL(), "replay", "--account", "acme", "--project", "proj_prod",
+			"--nats-url", e.natsURL, "replay", "--account", "acme", "--project", "proj_prod",
 			"--reason", "invalid_time").CombinedOutput()
 		require.NoError(t, err, string(out))
 		return string(out)
