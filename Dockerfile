@@ -9,4 +9,5 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/ ./cmd/...
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
 COPY policies /etc/guardwatch/policies
+COPY deploy/tiers.yaml /etc/guardwatch/tiers.yaml
 USER nonroot

@@ -55,6 +55,7 @@ go build -o bin/ ./cmd/...
 
 bin/ingest --clickhouse-addr "$ch" --embed-nats-listen 127.0.0.1:4222 \
   --embed-nats-store "$demo/nats" --http-addr 127.0.0.1:9464 \
+  --tiers deploy/tiers.yaml --policies policies \
   >"$demo/logs/ingest.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:9464/healthz 60 || { tail -20 "$demo/logs/ingest.log"; exit 1; }
