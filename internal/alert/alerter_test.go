@@ -165,40 +165,49 @@ func TestRestartDuringAWindowNeitherFloodsNorForgets(t *testing.T) {
 	}
 }
 
+// TestTwoReplicasFireAThresholdOnce runs two replicas on one consumer:
+// ten matching decisions, whichever replica gets each, fire one alert of
+// count ten. Which replica gets a decision is the server's choice, so the
+// round repeats, with a fresh subscription, until both replicas counted
+// some of its decisions.
 func TestTwoReplicasFireAThresholdOnce(t *testing.T) {
 	h := newHarness(t)
-	rcv := newReceiver(t)
 	sc := scope(t, "acme", "proj_prod")
-	h.subscribe(t, sc, alert.Spec{Match: blockedHigh, Threshold: 10,
-		Window: alert.Duration(time.Minute), Cooldown: alert.Duration(time.Minute),
-		Channel: webhook(rcv)})
 	// One decision per pull, so the server hands them to both replicas.
 	a := h.startWith(t, alert.Config{Replica: "a", PullBatch: 1})
 	b := h.startWith(t, alert.Config{Replica: "b", PullBatch: 1})
 
-	// Spread the decisions over both replicas' pulls, with unrelated
-	// traffic of the same project in between.
-	for i := range 10 {
-		h.publish(t, h.decision("acme", "proj_prod"))
-		h.publish(t, h.decision("acme", "proj_prod", func(ev *events.Event) {
-			ev.HighestSeverity = "low"
-		}))
-		if i%2 == 0 {
-			time.Sleep(20 * time.Millisecond)
+	split := false
+	for round := 0; round < 8 && !split; round++ {
+		user := "round-" + itoa(int64(round))
+		rcv := newReceiver(t)
+		h.subscribe(t, sc, alert.Spec{Threshold: 10, Window: alert.Duration(time.Minute),
+			Cooldown: alert.Duration(time.Minute), Channel: webhook(rcv),
+			Match: map[string]string{"outcome": "blocked", "user": user}})
+		time.Sleep(100 * time.Millisecond) // the replicas' watches see it
+		beforeA := a.counter(t, "guard_alert_matches_total")
+		beforeB := b.counter(t, "guard_alert_matches_total")
+		for range 10 {
+			h.publish(t, h.decision("acme", "proj_prod", func(ev *events.Event) {
+				ev.Identity.UserID = user
+			}))
+			// Unrelated traffic of the same project in between.
+			h.publish(t, h.decision("acme", "proj_prod"))
+			time.Sleep(10 * time.Millisecond)
 		}
+		got := alerts(t, rcv.waitFor(t, 1))
+		h.settle(t)
+		rcv.quiet(t, 1)
+		require.Equal(t, 10, got[0].Count)
+		da := a.counter(t, "guard_alert_matches_total") - beforeA
+		db := b.counter(t, "guard_alert_matches_total") - beforeB
+		require.Equal(t, 10.0, da+db)
+		t.Logf("round %d: replica a counted %v, replica b %v", round, da, db)
+		split = da > 0 && db > 0
 	}
-	got := alerts(t, rcv.waitFor(t, 1))
-	h.settle(t)
-	rcv.quiet(t, 1)
-	require.Equal(t, 10, got[0].Count)
-	matchesA := a.counter(t, "guard_alert_matches_total")
-	matchesB := b.counter(t, "guard_alert_matches_total")
-	require.Equal(t, 10.0, matchesA+matchesB)
-	require.NotZero(t, matchesA, "replica a counted none")
-	require.NotZero(t, matchesB, "replica b counted none")
-	t.Logf("matches: replica a %v, replica b %v; window conflicts %v", matchesA, matchesB,
-		a.counter(t, "guard_alert_window_conflicts_total")+
-			b.counter(t, "guard_alert_window_conflicts_total"))
+	require.True(t, split, "the server never split a round between the replicas")
+	t.Logf("window conflicts: %v", a.counter(t, "guard_alert_window_conflicts_total")+
+		b.counter(t, "guard_alert_window_conflicts_total"))
 }
 
 func TestRepeatedAlertIsSentOnce(t *testing.T) {

@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/go-json-experiment/json"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/guardwatch/observatory/internal/events"
@@ -23,12 +20,22 @@ const (
 	casAttempts = 50
 	// stateCacheMax bounds the windows a replica keeps in memory.
 	stateCacheMax = 100_000
-	// opTimeout bounds the KV and stream calls of one decision.
+	// opTimeout bounds the KV and stream calls of one batch.
 	opTimeout = 10 * time.Second
+	// windowWriters bounds the windows of one batch written at once.
+	windowWriters = 16
 )
 
 // evaluator consumes decisions from the shared durable consumer, counts
 // matches in the shared windows and hands fired alerts to the outbox.
+//
+// It works in batches: whatever arrived while the previous batch was
+// being written, up to batch decisions. The matches of a batch are
+// grouped by window, each window is written once with all of its matches,
+// and different windows are written concurrently. Under light load a
+// batch is one decision and adds no delay; under heavy load a hot window
+// costs one write per batch instead of one per match, which also keeps
+// replicas from colliding on it.
 type evaluator struct {
 	batch int
 	js    jetstream.JetStream
@@ -48,7 +55,7 @@ type cachedWindow struct {
 	rev uint64
 }
 
-// run consumes until ctx ends; the decision in hand is finished first.
+// run consumes until ctx ends; the batch in hand is finished first.
 func (e *evaluator) run(ctx context.Context) error {
 	iter, err := e.cons.Messages(jetstream.PullMaxMessages(e.batch))
 	if err != nil {
@@ -56,57 +63,146 @@ func (e *evaluator) run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()
+	msgs := make(chan jetstream.Msg, e.batch)
+	go e.pull(iter, msgs)
+	for m := range msgs {
+		batch := []jetstream.Msg{m}
+	fill:
+		for len(batch) < e.batch {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		e.process(batch)
+	}
+	return nil
+}
+
+// pull copies messages from the iterator until it is stopped.
+func (e *evaluator) pull(iter jetstream.MessagesContext, out chan<- jetstream.Msg) {
+	defer close(out)
 	for {
 		m, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return nil
+			return
 		}
 		if err != nil {
 			e.log.Warn("pull decisions", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		e.handle(m)
+		out <- m
 	}
 }
 
-// handle evaluates one decision and settles its message: ack once every
+// counted is one match of a decision, for one subscription and group.
+type counted struct {
+	sub *Subscription
+	h   hit
+	msg int // index of the decision in its batch
+}
+
+// process evaluates a batch and settles each decision: ack once every
 // window it touches is stored and every alert it fired is in the outbox;
-// otherwise a redelivery retries it, which the windows recognise.
-func (e *evaluator) handle(m jetstream.Msg) {
-	if err := e.evaluate(m); err != nil {
-		e.log.Error("evaluate decision", "subject", m.Subject(), "err", err)
-		_ = m.NakWithDelay(time.Second)
-		return
+// otherwise nak, and the redelivery is recognised by the windows.
+func (e *evaluator) process(batch []jetstream.Msg) {
+	failed := make([]bool, len(batch))
+	byKey := map[string][]counted{}
+	var keys []string
+	for i, m := range batch {
+		cs, err := e.matches(m, i)
+		if err != nil {
+			e.log.Error("evaluate decision", "subject", m.Subject(), "err", err)
+			failed[i] = true
+			continue
+		}
+		for _, c := range cs {
+			k := windowKey(c.sub, c.h.Group)
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], c)
+		}
 	}
-	_ = m.Ack()
+
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, windowWriters)
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := e.count(ctx, k, byKey[k]); err != nil {
+				e.log.Error("count matches", "key", k, "err", err)
+				mu.Lock()
+				for _, c := range byKey[k] {
+					failed[c.msg] = true
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for i, m := range batch {
+		if failed[i] {
+			_ = m.NakWithDelay(time.Second)
+		} else {
+			_ = m.Ack()
+		}
+	}
 }
 
-// evaluate counts one decision in the windows of its project's matching
-// subscriptions. A payload that is no valid decision of its subject's
-// tenant is passed over: the ingester dead-letters it.
+// evaluate counts one decision on its own, as a batch of one would, but
+// leaves its message unsettled.
 func (e *evaluator) evaluate(m jetstream.Msg) error {
+	cs, err := e.matches(m, 0)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	for _, c := range cs {
+		if err := e.count(ctx, windowKey(c.sub, c.h.Group), []counted{c}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// matches decodes a decision and lists its matches with the unpaused
+// subscriptions of its project, one per group it counts for. A payload
+// that is no valid decision of its subject's tenant matches nothing: the
+// ingester dead-letters it.
+func (e *evaluator) matches(m jetstream.Msg, idx int) ([]counted, error) {
 	acct, proj, kind, err := events.ParseSubject(m.Subject())
 	if err != nil || kind != events.KindDecision {
-		return nil
+		return nil, nil
 	}
 	subs := e.subs.active(acct, proj)
 	if len(subs) == 0 {
-		return nil
+		return nil, nil
 	}
 	e.m.evaluated.Inc()
 	ev, err := e.dec.Decode(m.Data())
 	if err != nil || ev.AccountID != acct || ev.ProjectID != proj {
 		e.m.skipped.WithLabelValues(skipInvalid).Inc()
-		return nil
+		return nil, nil
 	}
 	md, err := m.Metadata()
 	if err != nil {
-		return fmt.Errorf("message metadata: %w", err)
+		return nil, fmt.Errorf("message metadata: %w", err)
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
+	var out []counted
 	var summary *EventSummary
 	for _, sub := range subs {
 		if !sub.match.Matches(ev) {
@@ -117,13 +213,16 @@ func (e *evaluator) evaluate(m jetstream.Msg) error {
 			summary = &s
 		}
 		for _, g := range groups(sub, ev) {
-			h := hit{Seq: md.Sequence.Stream, At: md.Timestamp, Group: g, Trigger: *summary}
-			if err := e.count(ctx, sub, h); err != nil {
-				return fmt.Errorf("count match of %s/%s for %s: %w", acct, proj, sub.ID, err)
-			}
+			out = append(out, counted{sub: sub, msg: idx, h: hit{Seq: md.Sequence.Stream,
+				At: md.Timestamp, Group: g, Trigger: *summary}})
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// windowKey is <account>.<project>.<sub_id>.<group hash>.
+func windowKey(sub *Subscription, group string) string {
+	return sub.AccountID + "." + sub.ProjectID + "." + sub.ID + "." + groupHash(group)
 }
 
 // groups lists the group values a decision counts for: one, except for
@@ -155,121 +254,4 @@ func groups(sub *Subscription, ev *events.Event) []string {
 	default:
 		return []string{""}
 	}
-}
-
-// count applies one hit to its window with compare-and-set: a write based
-// on a stale revision fails, and the hit is applied again on top of the
-// winner's state. Exactly one replica's write moves a window over its
-// threshold, so exactly one replica fires the alert.
-func (e *evaluator) count(ctx context.Context, sub *Subscription, h hit) error {
-	e.m.matched.Inc()
-	key := sub.AccountID + "." + sub.ProjectID + "." + sub.ID + "." + groupHash(h.Group)
-	for attempt := range casAttempts {
-		if attempt > 0 {
-			// Lost a race: back off a little, with jitter, so that
-			// contending replicas do not collide again in lock step.
-			time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
-		}
-		cur, rev, err := e.load(ctx, key)
-		if err != nil {
-			return err
-		}
-		next := cur.clone()
-		st, a := next.apply(sub, h)
-		if st == stepDuplicate {
-			e.m.skipped.WithLabelValues(skipDuplicate).Inc()
-			if a != nil {
-				// This decision fired an alert before its ack was lost:
-				// hand it on again; the outbox and the claim drop repeats.
-				return e.handOn(ctx, a)
-			}
-			return nil
-		}
-		data, err := json.Marshal(next)
-		if err != nil {
-			return fmt.Errorf("encode window %s: %w", key, err)
-		}
-		var newRev uint64
-		if rev == 0 {
-			newRev, err = e.state.Create(ctx, key, data)
-		} else {
-			newRev, err = e.state.Update(ctx, key, data, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) ||
-			errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			e.m.conflicts.Inc()
-			e.forget(key)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("store window %s: %w", key, err)
-		}
-		e.remember(key, next, newRev)
-		if st == stepFired {
-			e.m.fired.Inc()
-			return e.handOn(ctx, a)
-		}
-		return nil
-	}
-	return fmt.Errorf("store window %s: still conflicting after %d attempts", key, casAttempts)
-}
-
-// load returns the window from this replica's cache or the bucket; a
-// window that does not exist yet has revision 0.
-func (e *evaluator) load(ctx context.Context, key string) (*window, uint64, error) {
-	e.mu.Lock()
-	c, ok := e.cache[key]
-	e.mu.Unlock()
-	if ok {
-		return c.w, c.rev, nil
-	}
-	entry, err := e.state.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &window{}, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read window %s: %w", key, err)
-	}
-	var w window
-	if err := json.Unmarshal(entry.Value(), &w); err != nil {
-		// A window that cannot be read starts over rather than block
-		// its group for good.
-		e.log.Error("unreadable window replaced", "key", key, "err", err)
-		return &window{}, entry.Revision(), nil
-	}
-	return &w, entry.Revision(), nil
-}
-
-func (e *evaluator) remember(key string, w *window, rev uint64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.cache) >= stateCacheMax {
-		clear(e.cache)
-	}
-	e.cache[key] = cachedWindow{w: w, rev: rev}
-}
-
-func (e *evaluator) forget(key string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.cache, key)
-}
-
-// handOn puts a fired alert into the outbox and waits until it is stored.
-// The alert id is the message id, so a repeat inside the duplicate window
-// is dropped by the stream.
-func (e *evaluator) handOn(ctx context.Context, a *Alert) error {
-	data, err := json.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("encode alert %s: %w", a.ID, err)
-	}
-	msg := nats.NewMsg(outboxPrefix + a.AccountID + "." + a.ProjectID)
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, a.ID)
-	if _, err := e.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("hand on alert %s: %w", a.ID, err)
-	}
-	e.log.Info("alert fired", "account", a.AccountID, "project", a.ProjectID,
-		"subscription", a.Subscription.ID, "alert", a.ID, "count", a.Count)
-	return nil
 }

@@ -134,7 +134,7 @@ func TestConcurrentReplicasCountEveryMatchOnce(t *testing.T) {
 			for i := range perReplica {
 				seq := uint64(r*perReplica + i + 1)
 				h := hit{Seq: seq, At: t0.Add(time.Duration(seq) * time.Millisecond)}
-				errs <- e.count(ctx, sub, h)
+				errs <- e.count(ctx, windowKey(sub, ""), []counted{{sub: sub, h: h}})
 			}
 		}()
 	}
@@ -149,4 +149,43 @@ func TestConcurrentReplicasCountEveryMatchOnce(t *testing.T) {
 	si, err := info.Info(ctx)
 	require.NoError(t, err)
 	require.Equal(t, uint64(replicas*perReplica/threshold), si.State.Msgs)
+}
+
+// TestBatchWritesAWindowOnce applies a batch of matches of one window in
+// one write: the threshold fires as often as it would one match at a
+// time, and a repeat of the batch counts nothing.
+func TestBatchWritesAWindowOnce(t *testing.T) {
+	srv := testenv.NATS(t)
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	state, err := ensureKV(ctx, js, stateConfig(1))
+	require.NoError(t, err)
+	outbox, err := ensureOutbox(ctx, js, 1)
+	require.NoError(t, err)
+
+	sub := testSub(10, time.Hour, 0)
+	e := &evaluator{js: js, state: state, m: newMetrics(nil), log: slog.New(slog.DiscardHandler),
+		cache: map[string]cachedWindow{}}
+	var cs []counted
+	for i := range 25 {
+		cs = append(cs, counted{sub: sub, h: hitAt(uint64(i+1), time.Duration(i)*time.Second)})
+	}
+	key := windowKey(sub, "")
+	require.NoError(t, e.count(ctx, key, cs))
+	require.NoError(t, e.count(ctx, key, cs), "a redelivered batch")
+
+	entry, err := state.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), entry.Revision(), "one write for the whole batch")
+	w, _, err := e.load(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), w.Fired)
+	require.Len(t, w.HitAt, 5)
+	si, err := outbox.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), si.State.Msgs)
 }
