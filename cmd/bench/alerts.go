@@ -188,11 +188,11 @@ func runAlertsBench(ctx context.Context, c *alertsCmd) (alertsResult, error) {
 	for time.Now().Before(deadline) && receivedAll(recv, sent) < len(sent) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	if info, err := cons.Info(ctx); err == nil {
+		res.Pending = info.NumPending + uint64(info.NumAckPending)
+	}
 	stop()
 	res.Background = <-bgDone
-	if info, err := cons.Info(ctx); err == nil {
-		res.Pending = info.NumPending
-	}
 
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
