@@ -14,9 +14,10 @@ import (
 type cli struct {
 	ClickHouseAddr string `name:"clickhouse-addr" env:"GUARD_CLICKHOUSE_ADDR" default:"127.0.0.1:9000" help:"ClickHouse native address."`
 
-	Ingest ingestCmd `cmd:"" help:"Ingest throughput: end to end, consume-only and insert-only."`
-	Export exportCmd `cmd:"" help:"Export throughput and peak RSS per format of one large project."`
-	Alerts alertsCmd `cmd:"" help:"Alert latency, publish to webhook, under background traffic."`
+	Ingest  ingestCmd  `cmd:"" help:"Ingest throughput: end to end, consume-only and insert-only."`
+	Export  exportCmd  `cmd:"" help:"Export throughput and peak RSS per format of one large project."`
+	Alerts  alertsCmd  `cmd:"" help:"Alert latency, publish to webhook, under background traffic."`
+	Queries queriesCmd `cmd:"" help:"UI page server time of one project while a neighbour project grows."`
 }
 
 func main() {
