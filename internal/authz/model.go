@@ -24,11 +24,15 @@ const (
 	ExportAudit  Action = "export_audit"
 	ViewAlerts   Action = "view_alerts"
 	ManageAlerts Action = "manage_alerts"
+	// ExplainAccess shows how the engine decides a request, with the
+	// determining policies' sources; admins only.
+	ExplainAccess Action = "explain_access"
 )
 
 // Actions lists every action.
 var Actions = []Action{
 	ListTraces, ViewTrace, ViewContent, ViewSession, ExportAudit, ViewAlerts, ManageAlerts,
+	ExplainAccess,
 }
 
 // Principal is a verified viewer, built only from a verified token.
