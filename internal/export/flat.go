@@ -5,23 +5,27 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
-
-	"github.com/valyala/fastjson"
 
 	"github.com/guardwatch/observatory/internal/events"
 )
 
 // flattener turns stored event JSON into flat rows. It reads the JSON in
-// one pass without building an events.Event, and gathers the text of all
-// string fields of a row into one allocation that the fields share; this
-// makes CSV and Parquet exports about twice as fast. One per goroutine.
+// one pass with a scanner, without building a tree or an events.Event,
+// and gathers the text of all string fields of a row into one allocation
+// that the fields share: CSV and Parquet exports spend most of their time
+// here. One per goroutine.
 type flattener struct {
-	p        fastjson.Parser
+	sc       scanner
 	previews bool
 	arena    []byte // the text of the row's string fields
 	spans    []span
+	key      [2][]byte // member names of the top level and one level down
+	tmp      []byte
+	cols     [][]byte // list columns being built by objectColumns
 	pairs    []pair
+	mapText  []byte // keys and values of the map being rendered
 }
 
 // span is one string field's text in the arena.
@@ -30,27 +34,16 @@ type span struct {
 	a, b int
 }
 
-type pair struct{ k, v []byte }
+// pair is a map entry's key and value, as offsets into mapText.
+type pair struct{ k0, k1, v0, v1 int }
 
 // flatten fills r from one stored event whose text is valid UTF-8.
-// Members it does not know are ignored.
+// Members it does not know are skipped; a null member is an absent one.
 func (fl *flattener) flatten(raw string, r *flatRow) error {
-	v, err := fl.p.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("decode stored event: %w", err)
-	}
-	o, err := v.Object()
-	if err != nil {
-		return fmt.Errorf("decode stored event: %w", err)
-	}
+	fl.sc = scanner{s: raw}
 	*r = flatRow{}
 	fl.arena, fl.spans = fl.arena[:0], fl.spans[:0]
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		if err == nil {
-			err = fl.member(k, v, r)
-		}
-	})
-	if err != nil {
+	if err := fl.members(r); err != nil {
 		return fmt.Errorf("decode stored event: %w", err)
 	}
 	all := string(fl.arena)
@@ -63,69 +56,192 @@ func (fl *flattener) flatten(raw string, r *flatRow) error {
 	return nil
 }
 
-// set queues b as the text of dst.
-func (fl *flattener) set(dst *string, b []byte) {
-	a := len(fl.arena)
-	fl.arena = append(fl.arena, b...)
-	fl.mark(dst, a)
-}
-
-// mark makes the arena from a to its end the text of dst.
-func (fl *flattener) mark(dst *string, a int) {
-	if len(fl.arena) > a {
-		fl.spans = append(fl.spans, span{dst: dst, a: a, b: len(fl.arena)})
+// members reads the top-level object into r.
+func (fl *flattener) members(r *flatRow) error {
+	sc := &fl.sc
+	if err := sc.expect('{'); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		more, err := sc.next(first, '}')
+		if err != nil || !more {
+			if err == nil {
+				err = sc.end()
+			}
+			return err
+		}
+		if fl.key[0], err = sc.key(fl.key[0][:0]); err != nil {
+			return err
+		}
+		if sc.null() {
+			continue
+		}
+		if err := fl.member(fl.key[0], r); err != nil {
+			return err
+		}
 	}
 }
 
-// member sets the fields of one top-level member. A null member is an
-// absent one.
-func (fl *flattener) member(k []byte, v *fastjson.Value, r *flatRow) error {
-	if v.Type() == fastjson.TypeNull {
-		return nil
-	}
+// member reads the value of one top-level member into r.
+func (fl *flattener) member(k []byte, r *flatRow) error {
+	sc := &fl.sc
+	var err error
 	switch string(k) {
 	case "occurred_at":
-		t, err := time.Parse(time.RFC3339Nano, string(v.GetStringBytes()))
+		if fl.tmp, err = sc.appendString(fl.tmp[:0]); err != nil {
+			return err
+		}
+		t, err := time.Parse(time.RFC3339Nano, string(fl.tmp))
+		r.OccurredAt = t.UTC()
+		return err
+	case "conversation_turn":
+		n, err := sc.int()
+		r.ConversationTurn = &n
+		return err
+	case "threat_categories":
+		return fl.stringList(&r.ThreatCategories)
+	case "determining_policies":
+		return fl.policies(r)
+	case "signals":
+		return fl.signals(r)
+	case "detectors":
+		return fl.detectors(r)
+	case "latency":
+		return fl.fields(r.latencyField)
+	case "identity":
+		r.IdentityDelegationDepth = new(int64)
+		return fl.fields(r.identityField)
+	case "model":
+		r.ModelTokensUsed = new(int64)
+		return fl.fields(r.modelField)
+	case "tool":
+		return fl.fields(r.toolField)
+	case "content":
+		r.ContentLength = new(int64)
+		if fl.previews {
+			return fl.fields(r.contentField)
+		}
+		return fl.fields(func(k []byte) any {
+			if string(k) == "redacted_preview" {
+				return nil
+			}
+			return r.contentField(k)
+		})
+	case "metadata":
+		return fl.joinMap(&r.Metadata)
+	case "labels":
+		return fl.joinMap(&r.Labels)
+	}
+	if dst := r.scalar(k); dst != nil {
+		return fl.str(dst)
+	}
+	return sc.skip()
+}
+
+// list marks a field that holds a list of strings.
+type list struct{ dst *string }
+
+// fields reads an object whose members go to the destination field
+// returns for their name: a *string, *float64, *int64 or *list; members
+// without one are skipped.
+func (fl *flattener) fields(field func(k []byte) any) error {
+	sc := &fl.sc
+	if err := sc.expect('{'); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		more, err := sc.next(first, '}')
+		if err != nil || !more {
+			return err
+		}
+		if fl.key[1], err = sc.key(fl.key[1][:0]); err != nil {
+			return err
+		}
+		if sc.null() {
+			continue
+		}
+		switch d := field(fl.key[1]).(type) {
+		case *string:
+			err = fl.str(d)
+		case *float64:
+			*d, err = sc.float()
+		case *int64:
+			*d, err = sc.int()
+		case *list:
+			err = fl.stringList(d.dst)
+		default:
+			err = sc.skip()
+		}
 		if err != nil {
 			return err
 		}
-		r.OccurredAt = t.UTC()
-	case "conversation_turn":
-		r.ConversationTurn = jsonInt(v)
-	case "threat_categories":
-		fl.join(&r.ThreatCategories, v.GetArray(), elem(""))
-	case "determining_policies":
-		fl.policies(v.GetArray(), r)
-	case "signals":
-		fl.signals(v.GetArray(), r)
-	case "detectors":
-		fl.detectors(v.GetArray(), r)
-	case "latency":
-		r.LatencyTotalMS, r.LatencyEvalMS = v.GetFloat64("total_ms"), v.GetFloat64("eval_ms")
-	case "identity":
-		fl.identity(v, r)
+	}
+}
+
+func (r *flatRow) latencyField(k []byte) any {
+	switch string(k) {
+	case "total_ms":
+		return &r.LatencyTotalMS
+	case "eval_ms":
+		return &r.LatencyEvalMS
+	}
+	return nil
+}
+
+func (r *flatRow) identityField(k []byte) any {
+	switch string(k) {
+	case "user_id":
+		return &r.IdentityUserID
+	case "agent_id":
+		return &r.IdentityAgentID
+	case "subject":
+		return &r.IdentitySubject
+	case "act_sub":
+		return &r.IdentityActSub
+	case "identity_type":
+		return &r.IdentityType
+	case "trust_level":
+		return &r.IdentityTrustLevel
+	case "delegation_depth":
+		return r.IdentityDelegationDepth
+	case "scopes":
+		return &list{&r.IdentityScopes}
+	}
+	return nil
+}
+
+func (r *flatRow) modelField(k []byte) any {
+	switch string(k) {
+	case "provider":
+		return &r.ModelProvider
 	case "model":
-		fl.set(&r.ModelProvider, v.GetStringBytes("provider"))
-		fl.set(&r.ModelModel, v.GetStringBytes("model"))
-		r.ModelTokensUsed = ptr(v.GetInt64("tokens_used"))
-	case "tool":
-		fl.set(&r.ToolName, v.GetStringBytes("name"))
-		fl.set(&r.ToolServerID, v.GetStringBytes("server_id"))
-		fl.set(&r.ToolCategory, v.GetStringBytes("category"))
-	case "content":
-		fl.set(&r.ContentSHA256, v.GetStringBytes("sha256"))
-		r.ContentLength = ptr(v.GetInt64("length"))
-		if fl.previews {
-			fl.set(&r.ContentPreview, v.GetStringBytes("redacted_preview"))
-		}
-	case "metadata":
-		fl.joinMap(&r.Metadata, v)
-	case "labels":
-		fl.joinMap(&r.Labels, v)
-	default:
-		if dst := r.scalar(k); dst != nil {
-			fl.set(dst, v.GetStringBytes())
-		}
+		return &r.ModelModel
+	case "tokens_used":
+		return r.ModelTokensUsed
+	}
+	return nil
+}
+
+func (r *flatRow) toolField(k []byte) any {
+	switch string(k) {
+	case "name":
+		return &r.ToolName
+	case "server_id":
+		return &r.ToolServerID
+	case "category":
+		return &r.ToolCategory
+	}
+	return nil
+}
+
+func (r *flatRow) contentField(k []byte) any {
+	switch string(k) {
+	case "sha256":
+		return &r.ContentSHA256
+	case "length":
+		return r.ContentLength
+	case "redacted_preview":
+		return &r.ContentPreview
 	}
 	return nil
 }
@@ -175,110 +291,275 @@ func (r *flatRow) scalar(k []byte) *string {
 	return nil
 }
 
-func (fl *flattener) identity(v *fastjson.Value, r *flatRow) {
-	fl.set(&r.IdentityUserID, v.GetStringBytes("user_id"))
-	fl.set(&r.IdentityAgentID, v.GetStringBytes("agent_id"))
-	fl.set(&r.IdentitySubject, v.GetStringBytes("subject"))
-	fl.set(&r.IdentityActSub, v.GetStringBytes("act_sub"))
-	fl.set(&r.IdentityType, v.GetStringBytes("identity_type"))
-	fl.set(&r.IdentityTrustLevel, v.GetStringBytes("trust_level"))
-	r.IdentityDelegationDepth = ptr(v.GetInt64("delegation_depth"))
-	fl.join(&r.IdentityScopes, v.GetArray("scopes"), elem(""))
-}
-
-func (fl *flattener) policies(ps []*fastjson.Value, r *flatRow) {
-	fl.join(&r.PolicyIDs, ps, elem("policy_id"))
-	fl.join(&r.PolicySeverities, ps, elem("severity"))
-	fl.join(&r.PolicyCategories, ps, elem("category"))
-	fl.join(&r.PolicyMessages, ps, elem("reject_message"))
-	fl.join(&r.PolicyTags, ps, func(dst []byte, p *fastjson.Value) []byte {
-		for i, t := range p.GetArray("tags") {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendEscaped(dst, t.GetStringBytes(), ',')
-		}
-		return dst
-	})
-}
-
-func (fl *flattener) signals(ss []*fastjson.Value, r *flatRow) {
-	fl.join(&r.SignalIDs, ss, elem("id"))
-	fl.join(&r.SignalDetectors, ss, elem("detector"))
-	fl.join(&r.SignalSeverities, ss, elem("severity"))
-	fl.join(&r.SignalScores, ss, func(dst []byte, s *fastjson.Value) []byte {
-		x := s.Get("score")
-		if x == nil || x.Type() != fastjson.TypeNumber {
-			return dst
-		}
-		if f := x.GetFloat64(); r.SignalMaxScore == nil || f > *r.SignalMaxScore {
-			r.SignalMaxScore = ptr(f)
-		}
-		return appendNumber(dst, x)
-	})
-}
-
-func (fl *flattener) detectors(ds []*fastjson.Value, r *flatRow) {
-	fl.join(&r.DetectorNames, ds, elem("name"))
-	fl.join(&r.DetectorTiers, ds, elem("tier"))
-	fl.join(&r.DetectorStatuses, ds, elem("status"))
-	fl.join(&r.DetectorLatencies, ds, func(dst []byte, d *fastjson.Value) []byte {
-		if x := d.Get("latency_ms"); x != nil && x.Type() == fastjson.TypeNumber {
-			return appendNumber(dst, x)
-		}
-		return append(dst, '0')
-	})
-}
-
-// join renders a list cell into dst: each element's text as add appends
-// it, joined with ";".
-func (fl *flattener) join(dst *string, xs []*fastjson.Value,
-	add func(dst []byte, x *fastjson.Value) []byte) {
+// str reads a string into the arena as the text of dst.
+func (fl *flattener) str(dst *string) error {
 	a := len(fl.arena)
-	for i, x := range xs {
-		if i > 0 {
-			fl.arena = append(fl.arena, ';')
-		}
-		fl.arena = add(fl.arena, x)
+	var err error
+	fl.arena, err = fl.sc.appendString(fl.arena)
+	fl.mark(dst, a)
+	return err
+}
+
+// mark makes the arena from a to its end the text of dst.
+func (fl *flattener) mark(dst *string, a int) {
+	if len(fl.arena) > a {
+		fl.spans = append(fl.spans, span{dst: dst, a: a, b: len(fl.arena)})
 	}
+}
+
+// set queues b as the text of dst.
+func (fl *flattener) set(dst *string, b []byte) {
+	a := len(fl.arena)
+	fl.arena = append(fl.arena, b...)
 	fl.mark(dst, a)
 }
 
-// elem appends the string member name of an element (the element itself
-// for ""), escaped.
-func elem(name string) func(dst []byte, x *fastjson.Value) []byte {
-	if name == "" {
-		return func(dst []byte, x *fastjson.Value) []byte {
-			return appendEscaped(dst, x.GetStringBytes(), 0)
-		}
+// stringList reads an array of strings as a list cell: each escaped,
+// joined with ";".
+func (fl *flattener) stringList(dst *string) error {
+	a := len(fl.arena)
+	var err error
+	fl.arena, err = fl.strings(fl.arena, ';', 0)
+	fl.mark(dst, a)
+	return err
+}
+
+// strings appends an array of strings, each escaped with extra, joined
+// with sep.
+func (fl *flattener) strings(dst []byte, sep, extra byte) ([]byte, error) {
+	if err := fl.sc.expect('['); err != nil {
+		return dst, err
 	}
-	return func(dst []byte, x *fastjson.Value) []byte {
-		return appendEscaped(dst, x.GetStringBytes(name), 0)
+	for i := 0; ; i++ {
+		more, err := fl.sc.next(i == 0, ']')
+		if err != nil || !more {
+			return dst, err
+		}
+		if i > 0 {
+			dst = append(dst, sep)
+		}
+		if dst, err = fl.element(dst, extra); err != nil {
+			return dst, err
+		}
 	}
 }
 
-// joinMap renders a map into dst as "k=v" pairs sorted by key, joined
-// with ";".
-func (fl *flattener) joinMap(dst *string, v *fastjson.Value) {
-	o, err := v.Object()
-	if err != nil || o.Len() == 0 {
-		return
+// element appends a string (nothing for null), escaped with extra.
+func (fl *flattener) element(dst []byte, extra byte) ([]byte, error) {
+	if fl.sc.null() {
+		return dst, nil
 	}
-	fl.pairs = fl.pairs[:0]
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		fl.pairs = append(fl.pairs, pair{k, v.GetStringBytes()})
+	var err error
+	fl.tmp, err = fl.sc.appendString(fl.tmp[:0])
+	return appendEscaped(dst, fl.tmp, extra), err
+}
+
+// numberText appends a number in plain decimal notation: as written when
+// it has no exponent, else formatted from its value.
+func (fl *flattener) numberText(dst []byte) ([]byte, float64, error) {
+	text, err := fl.sc.number()
+	if err != nil {
+		return dst, 0, err
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return dst, 0, fl.sc.fail("bad number " + strconv.Quote(text))
+	}
+	if !strings.ContainsAny(text, "eE") {
+		return append(dst, text...), f, nil
+	}
+	return strconv.AppendFloat(dst, f, 'f', -1, 64), f, nil
+}
+
+func (fl *flattener) policies(r *flatRow) error {
+	return fl.objectColumns([]*string{&r.PolicyIDs, &r.PolicySeverities, &r.PolicyCategories,
+		&r.PolicyTags, &r.PolicyMessages}, func(k []byte) int {
+		switch string(k) {
+		case "policy_id":
+			return 0
+		case "severity":
+			return 1
+		case "category":
+			return 2
+		case "tags":
+			return 3
+		case "reject_message":
+			return 4
+		}
+		return -1
+	}, func(col int, dst []byte) ([]byte, error) {
+		if col != 3 {
+			return fl.element(dst, 0)
+		}
+		return fl.strings(dst, ',', ',')
 	})
-	slices.SortFunc(fl.pairs, func(a, b pair) int { return bytes.Compare(a.k, b.k) })
+}
+
+func (fl *flattener) signals(r *flatRow) error {
+	return fl.objectColumns([]*string{&r.SignalIDs, &r.SignalDetectors, &r.SignalScores,
+		&r.SignalSeverities}, func(k []byte) int {
+		switch string(k) {
+		case "id":
+			return 0
+		case "detector":
+			return 1
+		case "score":
+			return 2
+		case "severity":
+			return 3
+		}
+		return -1
+	}, func(col int, dst []byte) ([]byte, error) {
+		if col != 2 {
+			return fl.element(dst, 0)
+		}
+		dst, f, err := fl.numberText(dst)
+		if err == nil && (r.SignalMaxScore == nil || f > *r.SignalMaxScore) {
+			r.SignalMaxScore = &f
+		}
+		return dst, err
+	})
+}
+
+func (fl *flattener) detectors(r *flatRow) error {
+	return fl.objectColumns([]*string{&r.DetectorNames, &r.DetectorTiers,
+		&r.DetectorLatencies, &r.DetectorStatuses}, func(k []byte) int {
+		switch string(k) {
+		case "name":
+			return 0
+		case "tier":
+			return 1
+		case "latency_ms":
+			return 2
+		case "status":
+			return 3
+		}
+		return -1
+	}, func(col int, dst []byte) ([]byte, error) {
+		if col != 2 {
+			return fl.element(dst, 0)
+		}
+		dst, _, err := fl.numberText(dst)
+		return dst, err
+	})
+}
+
+// objectColumns reads an array of objects as one list column per field
+// (dsts, in column order), visiting each object once: col maps a member
+// name to its column or -1, add appends a member's text to its column. A
+// member an object lacks is an empty element.
+func (fl *flattener) objectColumns(dsts []*string, col func(k []byte) int,
+	add func(col int, dst []byte) ([]byte, error)) error {
+	for len(fl.cols) < len(dsts) {
+		fl.cols = append(fl.cols, nil)
+	}
+	cols := fl.cols[:len(dsts)]
+	for c := range cols {
+		cols[c] = cols[c][:0]
+	}
+	err := fl.objects(cols, col, add)
+	for c, dst := range dsts {
+		fl.set(dst, cols[c])
+	}
+	return err
+}
+
+func (fl *flattener) objects(cols [][]byte, col func(k []byte) int,
+	add func(col int, dst []byte) ([]byte, error)) error {
+	sc := &fl.sc
+	if err := sc.expect('['); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		more, err := sc.next(i == 0, ']')
+		if err != nil || !more {
+			return err
+		}
+		if i > 0 {
+			for c := range cols {
+				cols[c] = append(cols[c], ';')
+			}
+		}
+		if sc.null() {
+			continue
+		}
+		if err := sc.expect('{'); err != nil {
+			return err
+		}
+		for first := true; ; first = false {
+			more, err := sc.next(first, '}')
+			if err != nil {
+				return err
+			}
+			if !more {
+				break
+			}
+			if fl.key[1], err = sc.key(fl.key[1][:0]); err != nil {
+				return err
+			}
+			c := col(fl.key[1])
+			switch {
+			case c < 0:
+				err = sc.skip()
+			case sc.null():
+			default:
+				cols[c], err = add(c, cols[c])
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// joinMap reads an object of strings as "k=v" pairs sorted by key,
+// joined with ";".
+func (fl *flattener) joinMap(dst *string) error {
+	if err := fl.readMap(); err != nil {
+		return err
+	}
+	t := fl.mapText
+	slices.SortFunc(fl.pairs, func(a, b pair) int {
+		return bytes.Compare(t[a.k0:a.k1], t[b.k0:b.k1])
+	})
 	a := len(fl.arena)
 	for i, p := range fl.pairs {
 		if i > 0 {
 			fl.arena = append(fl.arena, ';')
 		}
-		fl.arena = appendEscaped(fl.arena, p.k, '=')
+		fl.arena = appendEscaped(fl.arena, t[p.k0:p.k1], '=')
 		fl.arena = append(fl.arena, '=')
-		fl.arena = appendEscaped(fl.arena, p.v, '=')
+		fl.arena = appendEscaped(fl.arena, t[p.v0:p.v1], '=')
 	}
 	fl.mark(dst, a)
+	return nil
+}
+
+// readMap reads an object of strings into pairs and mapText.
+func (fl *flattener) readMap() error {
+	sc := &fl.sc
+	fl.pairs, fl.mapText = fl.pairs[:0], fl.mapText[:0]
+	if err := sc.expect('{'); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		more, err := sc.next(first, '}')
+		if err != nil || !more {
+			return err
+		}
+		p := pair{k0: len(fl.mapText)}
+		if fl.mapText, err = sc.key(fl.mapText); err != nil {
+			return err
+		}
+		p.k1, p.v0 = len(fl.mapText), len(fl.mapText)
+		if !sc.null() {
+			if fl.mapText, err = sc.appendString(fl.mapText); err != nil {
+				return err
+			}
+		}
+		p.v1 = len(fl.mapText)
+		fl.pairs = append(fl.pairs, p)
+	}
 }
 
 // appendEscaped appends s with a backslash before "\", ";" and extra
@@ -296,23 +577,3 @@ func appendEscaped(dst, s []byte, extra byte) []byte {
 	}
 	return dst
 }
-
-// appendNumber appends a JSON number in plain decimal notation: as
-// written when it has no exponent, else formatted from its value.
-func appendNumber(dst []byte, v *fastjson.Value) []byte {
-	n := len(dst)
-	dst = v.MarshalTo(dst)
-	if bytes.IndexAny(dst[n:], "eE") < 0 {
-		return dst
-	}
-	return strconv.AppendFloat(dst[:n], v.GetFloat64(), 'f', -1, 64)
-}
-
-func jsonInt(v *fastjson.Value) *int64 {
-	if v.Type() != fastjson.TypeNumber {
-		return nil
-	}
-	return ptr(v.GetInt64())
-}
-
-func ptr[T any](v T) *T { return &v }
