@@ -109,6 +109,8 @@ func (s *server) chrome(r *http.Request, project string) Chrome {
 				c.CanAlerts, _ = s.allowed(r.Context(), authz.ViewAlerts, authz.KindProject,
 					project, "")
 			}
+			c.CanExplain, _ = s.allowed(r.Context(), authz.ExplainAccess, authz.KindProject,
+				project, "")
 		}
 	}
 	return c

@@ -124,6 +124,8 @@ func (s *server) routes() {
 	m.Handle("GET /p/{project}/sessions", s.viewer(s.sessions))
 	m.Handle("GET /p/{project}/sessions/{session}", s.viewer(s.session))
 	m.Handle("GET /p/{project}/tail", s.viewer(s.tail))
+	m.Handle("GET /p/{project}/access", s.viewer(s.accessPage))
+	m.Handle("POST /p/{project}/access", s.viewer(s.accessToken))
 	s.exportRoutes(m)
 	m.Handle("/", s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errNotFound

@@ -14,6 +14,8 @@ type Chrome struct {
 	CanSessions bool
 	// CanAlerts says whether the viewer may open the project's alerts.
 	CanAlerts bool
+	// CanExplain says whether the viewer may open the project's access page.
+	CanExplain bool
 	// Bare hides everything about the viewer, for pages whose body must
 	// not depend on who asks (the error page).
 	Bare bool
