@@ -25,7 +25,7 @@ type authzCmd struct {
 // both allow and deny; it fails only when the token or policies are bad.
 type explainCmd struct {
 	Token        string `name:"token" required:"" env:"GUARD_TOKEN" help:"Viewer token (JWT); - reads it from stdin."`
-	Action       string `name:"action" required:"" enum:"list_traces,view_trace,view_content,view_session,export_audit,view_alerts,manage_alerts" help:"Action: ${enum}."`
+	Action       string `name:"action" required:"" enum:"list_traces,view_trace,view_content,view_session,export_audit,view_alerts,manage_alerts,explain_access" help:"Action: ${enum}."`
 	Project      string `name:"project" required:"" help:"Project of the request, as in the URL."`
 	ResourceKind string `name:"resource-kind" default:"Project" enum:"Project,Trace,Session,Export,AlertSubscription" help:"Resource kind: ${enum}."`
 	ResourceID   string `name:"resource-id" help:"Resource id; required for kinds other than Project."`
