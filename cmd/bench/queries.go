@@ -132,6 +132,7 @@ func (c *queriesCmd) Run(root *cli) error {
 				return err
 			}
 			r.neighbour, r.total = n, total
+			fmt.Fprintf(os.Stderr, "  %s: p50 %s ms, p95 %s ms\n", p.name, qms(r.p50), qms(r.p95))
 			results = append(results, r)
 		}
 	}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs every pipeline benchmark against a throwaway ClickHouse and writes
+# BENCHMARKS.md: the machine (cores, memory, load), the date, the commands
+# and their full output.
+#
+#   scripts/bench.sh                 all of ingest, queries, export, alerts
+#
+# Environment:
+#   BENCH_PORT         first TCP port tried for ClickHouse (default 19700)
+#   BENCH_EXPORT_ROWS  rows of the export benchmark (default 1000000, a few
+#                      minutes; the command's own default is 5000000)
+#   BENCH_OUT          output file (default BENCHMARKS.md in the repository)
+#   BENCH_ONLY         space-separated subset, e.g. "queries export"
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+port=${BENCH_PORT:-19700}
+export_rows=${BENCH_EXPORT_ROWS:-1000000}
+out=${BENCH_OUT:-$root/BENCHMARKS.md}
+only=${BENCH_ONLY:-ingest queries export alerts}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A free TCP port whose HTTP partner (port - 877, see clickhouse.sh) is free too.
+while ! { port_free "$port" && port_free $((port - 877)); }; do
+  port=$((port + 1))
+  [ "$port" -lt $((${BENCH_PORT:-19700} + 100)) ] || { echo "bench.sh: no free port" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+stop() {
+  scripts/clickhouse.sh stop "$tmp/clickhouse" || true
+  rm -rf "$tmp"
+}
+trap stop EXIT
+
+scripts/clickhouse.sh install
+CLICKHOUSE_WATCH_PID=$$ scripts/clickhouse.sh start "$tmp/clickhouse" "$port"
+go build -o "$tmp/bench" ./cmd/bench
+
+report=$tmp/report.md
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`scripts/bench.sh\` (\`make bench\`); do not edit by hand."
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "- cores (nproc): $(nproc)"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)"
+  echo "- ClickHouse: $(clickhouse-client --port "$port" --query 'SELECT version()' 2>/dev/null || echo unknown), on this machine, started by the script"
+  echo "- Go: $(go env GOVERSION)"
+  echo
+  echo '```'
+  echo '$ free -g'
+  free -g
+  echo '```'
+} >"$report"
+
+run() {
+  local name=$1
+  shift
+  case " $only " in *" $name "*) ;; *) return 0 ;; esac
+  echo "bench.sh: running bench $name $*" >&2
+  {
+    echo
+    echo "## $name"
+    echo
+    echo "\`bench --clickhouse-addr 127.0.0.1:PORT $name $*\`"
+    echo
+  } >>"$report"
+  local start=$SECONDS rc=0
+  "$tmp/bench" --clickhouse-addr "127.0.0.1:$port" "$name" "$@" 2>&1 | tee -a "$report" || rc=$?
+  {
+    echo
+    echo "_took $((SECONDS - start)) s, exit $rc; load average after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)_"
+  } >>"$report"
+  [ "$rc" -eq 0 ] || failed+=("$name")
+}
+
+failed=()
+
+run ingest
+run queries
+# The export default is 5 million rows; 1 million finishes in a few minutes.
+run export --rows "$export_rows"
+run alerts
+
+cp "$report" "$out"
+echo "bench.sh: wrote $out" >&2
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "bench.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
