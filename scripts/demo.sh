@@ -9,12 +9,18 @@
 #   GUARD_CLICKHOUSE_ADDR  reuse a running ClickHouse (host:port, native)
 #   DEMO_PORT              observatory port (default 8080)
 #   DEMO_RATE              events per second (default 40)
+#   DEMO_WEBHOOK_ALLOW     CIDR that alert webhooks may reach despite the address
+#                          guard, e.g. 127.0.0.2/32 for a receiver bound there
+#                          (default none). Never allow 127.0.0.1: ClickHouse,
+#                          NATS and the UI listen there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 demo=.demo
 port=${DEMO_PORT:-8080}
 rate=${DEMO_RATE:-40}
+allow=()
+[ -n "${DEMO_WEBHOOK_ALLOW:-}" ] && allow=(--webhook-allow-cidr "$DEMO_WEBHOOK_ALLOW")
 mkdir -p "$demo/logs"
 
 pids=()
@@ -27,6 +33,7 @@ cleanup() {
   if [ -z "${GUARD_CLICKHOUSE_ADDR:-}" ]; then
     scripts/clickhouse.sh stop "$demo/clickhouse" >/dev/null 2>&1 || true
   fi
+  exit 0
 }
 trap cleanup INT TERM EXIT
 
@@ -61,14 +68,14 @@ pids+=($!)
 wait_http http://127.0.0.1:9464/healthz 60 || { tail -20 "$demo/logs/ingest.log"; exit 1; }
 
 bin/alerter --nats-url nats://127.0.0.1:4222 --http-addr 127.0.0.1:9465 \
-  --webhook-allow-cidr 127.0.0.1/32 --public-url "http://127.0.0.1:$port" \
+  "${allow[@]}" --public-url "http://127.0.0.1:$port" \
   >"$demo/logs/alerter.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:9465/healthz 60 || { tail -20 "$demo/logs/alerter.log"; exit 1; }
 
 bin/observatory serve --listen "127.0.0.1:$port" --clickhouse-addr "$ch" \
   --policies policies --dev-key-dir "$demo/keys" --insecure-cookies \
-  --nats-url nats://127.0.0.1:4222 --webhook-allow-cidr 127.0.0.1/32 \
+  --nats-url nats://127.0.0.1:4222 "${allow[@]}" \
   >"$demo/logs/observatory.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/signin" 60 || { tail -20 "$demo/logs/observatory.log"; exit 1; }
@@ -94,7 +101,7 @@ guardwatch observatory is running.
 
   UI:       http://127.0.0.1:$port/
   metrics:  http://127.0.0.1:9464/metrics  (ingest health: /healthz)
-  alerts:   http://127.0.0.1:9465/metrics  (alerter; webhooks may reach 127.0.0.1 in the demo)
+  alerts:   http://127.0.0.1:9465/metrics  (alerter; webhooks to private addresses are refused)
   NATS:     nats://127.0.0.1:4222           (stream GUARD, subjects guard.v1.<account>.<project>.>)
   logs:     $demo/logs/
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/guardwatch/observatory/internal/alert"
 	"github.com/guardwatch/observatory/internal/authz"
@@ -89,8 +90,11 @@ func (s *server) checkCSRFOf(r *http.Request, got string) error {
 		return nil
 	}
 	if !checkCSRF(got, s.csrfToken(r)) {
-		return &userError{Status: http.StatusForbidden,
-			Msg: "The form expired. Reload the page and try again."}
+		msg := "The form expired. Reload the page and try again."
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			msg = "A request made with the session cookie needs the X-CSRF-Token header."
+		}
+		return &userError{Status: http.StatusForbidden, Msg: msg}
 	}
 	return nil
 }
