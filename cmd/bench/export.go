@@ -33,7 +33,7 @@ type exportCmd struct {
 	Gzip     bool   `name:"gzip" help:"Also export each format gzipped."`
 	Database string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
 	Keep     bool   `name:"keep" help:"Keep the loaded database for another run."`
-	MemLimit int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	MemLimit int64  `name:"memory-limit" default:"83886080" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
 
 	Child string `name:"child" hidden:"" help:"Run one export in this process: format[.gz]."`
 }

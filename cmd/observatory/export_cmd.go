@@ -65,7 +65,7 @@ type exportCmd struct {
 	Actor      string        `name:"actor" help:"Who exports, for the manifest and the export log; default cli:<OS user>."`
 	NoPreviews bool          `name:"no-content-previews" help:"Leave content previews out."`
 	Settle     time.Duration `name:"settle" default:"30s" help:"How far before the start the upper bound on stored time lies."`
-	MemLimit   int64         `name:"memory-limit" default:"104857600" help:"Soft memory limit of this process in bytes; garbage is collected as it nears it."`
+	MemLimit   int64         `name:"memory-limit" default:"83886080" help:"Soft memory limit of this process in bytes; garbage is collected as it nears it."`
 }
 
 // filterParams are the query parameters a filter reads; --query may use
