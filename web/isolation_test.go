@@ -3,6 +3,7 @@ package web_test
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,14 +108,27 @@ func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
 		})
 	}
 
-	t.Run("forged session cookie", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, base+"/p/proj_prod/traces", nil)
-		req.AddCookie(&http.Cookie{Name: "obs_session", Value: "Zm9v.YmFy"})
-		resp, err := http.DefaultClient.Do(req)
+	// A session cookie that no longer verifies sends the viewer to sign in,
+	// with the same answer whatever the path names, and nothing of the page.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	signInAgain := func(t *testing.T, cookie *http.Cookie, path string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.AddCookie(cookie)
+		resp, err := noFollow.Do(req)
 		require.NoError(t, err)
 		body := readAll(t, resp)
-		require.Equal(t, http.StatusNotFound, resp.StatusCode)
-		require.Equal(t, wantBody, body)
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.True(t, strings.HasPrefix(resp.Header.Get("Location"), "/signin"))
+		require.NotContains(t, body, "data-testid", "no page content")
+	}
+
+	t.Run("forged session cookie", func(t *testing.T) {
+		forged := &http.Cookie{Name: "obs_session", Value: "Zm9v.YmFy"}
+		signInAgain(t, forged, "/p/proj_prod/traces")
+		signInAgain(t, forged, "/p/no-such-project/traces")
 	})
 
 	t.Run("session outlives its token", func(t *testing.T) {
@@ -122,9 +136,15 @@ func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
 			func(c *identity.MintClaims) { c.TTL = 2 * time.Second })
 		c := signIn(t, base, short)
 		time.Sleep(2500 * time.Millisecond)
-		status, body := get(t, c, base+"/p/proj_prod/traces")
-		require.Equal(t, http.StatusNotFound, status)
-		require.Equal(t, wantBody, body)
+		u, _ := url.Parse(base)
+		var session *http.Cookie
+		for _, ck := range c.Jar.Cookies(u) {
+			if ck.Name == "obs_session" {
+				session = ck
+			}
+		}
+		require.NotNil(t, session)
+		signInAgain(t, session, "/p/proj_prod/traces/evt-acme-shared")
 	})
 
 	t.Run("a valid bearer token works", func(t *testing.T) {

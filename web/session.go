@@ -133,8 +133,10 @@ func (s *server) viewer(h appHandler) http.Handler {
 		}
 		r = s.loadViewer(w, r)
 		if principal(r.Context()) == nil {
+			// An expired, forged or revoked session: send the viewer to
+			// sign in again, the same way whatever the path names.
 			s.clearSession(w)
-			return errNotFound
+			return errSignIn
 		}
 		return h(w, r)
 	})
