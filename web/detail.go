@@ -91,7 +91,18 @@ func (s *server) trace(w http.ResponseWriter, r *http.Request) error {
 	}
 	qctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
-	ev, err := s.Store.Get(qctx, sc, id)
+	var ev *events.Event
+	if at := r.URL.Query().Get("at"); at != "" {
+		// Lists link with the row's time so the lookup reads one second of
+		// the project's range instead of all of it.
+		ms, perr := strconv.ParseInt(at, 10, 64)
+		if perr != nil || ms < 0 {
+			return badParam("at", "must be a time in unix milliseconds")
+		}
+		ev, err = s.Store.GetNear(qctx, sc, id, time.UnixMilli(ms))
+	} else {
+		ev, err = s.Store.Get(qctx, sc, id)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return errNotFound
 	}

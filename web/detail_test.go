@@ -56,7 +56,7 @@ func TestTraceDetailShowsEveryPart(t *testing.T) {
 	require.Equal(t, ev.SessionID, text(doc.Find(`[data-testid=session-id]`)))
 	found := false
 	doc.Find(`[data-testid=timeline-item] a`).Each(func(_ int, s *goquery.Selection) {
-		found = found || strings.HasSuffix(s.AttrOr("href", ""), "/"+ev.EventID)
+		found = found || strings.Contains(s.AttrOr("href", ""), "/traces/"+ev.EventID+"?at=")
 	})
 	require.True(t, found, "the session timeline lists the decision")
 

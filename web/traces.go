@@ -174,7 +174,8 @@ func traceRow(project string, d store.Decision, loc *time.Location, now time.Tim
 		Reason: clean(d.Reason, 140), Latency: ms(float64(d.LatencyMS)),
 	}
 	if validRef(d.EventID) {
-		row.Href = projectPath(project, "traces", d.EventID)
+		row.Href = projectPath(project, "traces", d.EventID) +
+			"?at=" + strconv.FormatInt(d.OccurredAt.UnixMilli(), 10)
 	}
 	if validRef(d.SessionID) {
 		row.SessionHref = projectPath(project, "sessions", d.SessionID)

@@ -222,7 +222,9 @@ func (c *queriesCmd) pages(ctx context.Context, st *store.Store) ([]qPage, error
 		}
 		return out, rows.Err()
 	}
-	details, err := pick("event_id")
+	// Details are opened as the traces list links them: with the row's
+	// time, which bounds the lookup.
+	details, err := c.detailLinks(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -477,4 +479,30 @@ FROM (SELECT i, g, h, sess, deny, cat1, cat2 FROM (
     %s[1 + intDiv(h, 37) %% 7] AS cat1, %s[1 + intDiv(h, 41) %% 7] AS cat2
   FROM system.numbers LIMIT %d))`,
 		db, strings.Join(names, ", "), sel, off, base, cats, cats, k)
+}
+
+// detailLinks picks decisions spread over the project and returns their
+// detail links with the time hint the traces list adds.
+func (c *queriesCmd) detailLinks(ctx context.Context, st *store.Store) ([]string, error) {
+	q := "SELECT event_id, toUInt64(toUnixTimestamp(occurred_at)) * 1000 + occurred_ms FROM " +
+		st.Database() + ".decisions WHERE account_id = ? AND project_id = ?" +
+		" ORDER BY cityHash64(event_id) LIMIT ?"
+	rows, err := st.Conn().Query(ctx, q, qAccount, qViewed, c.Requests)
+	if err != nil {
+		return nil, fmt.Errorf("pick details: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		var ms uint64
+		if err := rows.Scan(&id, &ms); err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("/p/%s/traces/%s?at=%d", qViewed, id, ms))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("pick details: no rows")
+	}
+	return out, rows.Err()
 }

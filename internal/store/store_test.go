@@ -189,6 +189,18 @@ func TestFiltersAndTenantWalls(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "globex", got.AccountID)
 
+	// A time hint narrows the read; a wrong one still finds the row, and
+	// never finds another tenant's.
+	got, err = db.GetNear(t.Context(), acme, "blocked-1", now.Add(-time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, "acme", got.AccountID)
+	got, err = db.GetNear(t.Context(), acme, "blocked-1", now.Add(-48*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, "acme", got.AccountID)
+	_, err = db.GetNear(t.Context(), mustScope(t, "initech", "proj_prod"), "blocked-1",
+		now.Add(-time.Minute))
+	require.ErrorIs(t, err, store.ErrNotFound)
+
 	_, err = db.Get(t.Context(), mustScope(t, "initech", "proj_prod"), "blocked-1")
 	require.ErrorIs(t, err, store.ErrNotFound)
 	_, err = db.Get(t.Context(), acme, "blocked-1' OR '1'='1")
