@@ -33,7 +33,7 @@ type exportCmd struct {
 	Gzip     bool   `name:"gzip" help:"Also export each format gzipped."`
 	Database string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
 	Keep     bool   `name:"keep" help:"Keep the loaded database for another run."`
-	MemLimit int64  `name:"memory-limit" default:"83886080" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	MemLimit int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
 
 	Child string `name:"child" hidden:"" help:"Run one export in this process: format[.gz]."`
 }
@@ -77,7 +77,7 @@ func (c *exportCmd) Run(root *cli) error {
 	}
 	gc := "Go defaults"
 	if c.MemLimit > 0 {
-		gc = fmt.Sprintf("GOGC 400, memory limit %d MiB, as observatory export", c.MemLimit>>20)
+		gc = fmt.Sprintf("GOGC 200, memory limit %d MiB, as observatory export", c.MemLimit>>20)
 	}
 	fmt.Printf("\nexport of one project from %s; garbage collector: %s\n", db, gc)
 	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | peak RSS MB |\n")
@@ -159,7 +159,7 @@ func (c *exportCmd) child(ctx context.Context, root *cli, db, format string) (ex
 func (c *exportCmd) runChild(ctx context.Context, root *cli) error {
 	if c.MemLimit > 0 {
 		// The garbage collector as observatory export sets it.
-		debug.SetGCPercent(400)
+		debug.SetGCPercent(200)
 		debug.SetMemoryLimit(c.MemLimit)
 	}
 	name, gz := strings.CutSuffix(c.Child, ".gz")
