@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,11 +24,14 @@ import (
 )
 
 type ingestCmd struct {
-	Events    int `name:"events" default:"200000" help:"Events per measurement."`
-	BatchSize int `name:"batch-size" default:"5000" help:"Ingester batch size."`
+	Events        int    `name:"events" default:"200000" help:"Events per measurement."`
+	BatchSize     int    `name:"batch-size" default:"20000" help:"Ingester batch size."`
+	IngestBin     string `name:"ingest-bin" type:"existingfile" help:"Built cmd/ingest: the end-to-end run starts it as its own process and reports its peak RSS and CPU; without it the ingester runs in this process."`
+	ClickHousePID int    `name:"clickhouse-pid" help:"Process id of the ClickHouse server, to report its CPU time per event."`
 }
 
-// ingestResult holds one run's figures, in events per second.
+// ingestResult holds one run's figures, in events per second, and the CPU
+// each part spent per event, in microseconds.
 type ingestResult struct {
 	Events      int
 	Publish     float64 // publishing alone, into the stream
@@ -32,11 +39,23 @@ type ingestResult struct {
 	InsertOnly  float64 // native batch insert, no NATS
 	Backlog     float64 // ingester draining a full stream into ClickHouse
 	EndToEnd    float64 // publish to visible, publisher and ingester together
+
+	CPU []cpuShare // where the CPU went, per measurement and process
+
+	// IngesterRSS is the separate ingester process's peak RSS in kB
+	// during the end-to-end run; 0 when it ran in this process.
+	IngesterRSS int64
+}
+
+// cpuShare is the CPU one process spent per event in one measurement.
+type cpuShare struct {
+	Measurement, Process string
+	MicrosPerEvent       float64
 }
 
 func (c *ingestCmd) Run(root *cli) error {
 	ctx := context.Background()
-	r, err := runIngestBench(ctx, root.ClickHouseAddr, c.Events, c.BatchSize)
+	r, err := c.run(ctx, root.ClickHouseAddr)
 	if err != nil {
 		return err
 	}
@@ -50,12 +69,64 @@ func (c *ingestCmd) Run(root *cli) error {
 	fmt.Printf("| end to end, publish to visible | %.0f |\n", r.EndToEnd)
 	fmt.Printf("ratio of backlog drain to the lower limit: %.2f\n", r.Backlog/lower)
 	fmt.Printf("ratio of end to end to the lower limit: %.2f\n", r.EndToEnd/lower)
+	if r.IngesterRSS > 0 {
+		fmt.Printf("ingester process peak RSS at full rate (end to end): %.1f MB\n",
+			float64(r.IngesterRSS)/1024)
+	}
+	if len(r.CPU) > 0 {
+		fmt.Printf("\nCPU per event, user + system: on %d cores a total of T µs per event "+
+			"caps the rate at %d,000,000/T events/s\n", runtime.NumCPU(), runtime.NumCPU())
+		fmt.Printf("| measurement | process | CPU µs per event |\n|---|---|---:|\n")
+		sums := map[string]float64{}
+		var order []string
+		for _, c := range r.CPU {
+			fmt.Printf("| %s | %s | %.1f |\n", c.Measurement, c.Process, c.MicrosPerEvent)
+			if _, ok := sums[c.Measurement]; !ok {
+				order = append(order, c.Measurement)
+			}
+			sums[c.Measurement] += c.MicrosPerEvent
+		}
+		for _, m := range order {
+			fmt.Printf("| %s | all of the above | %.1f (at most %.0f events/s on %d cores) |\n",
+				m, sums[m], float64(runtime.NumCPU())*1e6/sums[m], runtime.NumCPU())
+		}
+	}
 	return nil
 }
 
-func runIngestBench(ctx context.Context, chAddr string, n, batchSize int) (ingestResult,
-	error) {
+// cpuMeter takes CPU readings of this process and, when its pid is known,
+// of the ClickHouse server.
+type cpuMeter struct {
+	chPID int
+	res   *ingestResult
+}
+
+type cpuReading struct{ self, server float64 }
+
+func (m cpuMeter) read() cpuReading {
+	r := cpuReading{self: cpuSeconds()}
+	if m.chPID > 0 {
+		r.server, _ = procCPU(m.chPID)
+	}
+	return r
+}
+
+// since records the CPU spent since r per event of n, under measurement
+// name; self names what this process did in it.
+func (m cpuMeter) since(r cpuReading, name, self string, n int) {
+	now := m.read()
+	per := func(s float64) float64 { return s * 1e6 / float64(n) }
+	m.res.CPU = append(m.res.CPU, cpuShare{name, self, per(now.self - r.self)})
+	if m.chPID > 0 {
+		m.res.CPU = append(m.res.CPU, cpuShare{name, "ClickHouse server",
+			per(now.server - r.server)})
+	}
+}
+
+func (c *ingestCmd) run(ctx context.Context, chAddr string) (ingestResult, error) {
+	n, batchSize := c.Events, c.BatchSize
 	res := ingestResult{Events: n}
+	meter := cpuMeter{chPID: c.ClickHousePID, res: &res}
 	dir, err := os.MkdirTemp("", "bench-nats-")
 	if err != nil {
 		return res, err
@@ -97,20 +168,24 @@ func runIngestBench(ctx context.Context, chAddr string, n, batchSize int) (inges
 	if err != nil {
 		return res, err
 	}
+	cpu := meter.read()
 	secs, err := timed(func() error { return publishAll(js, msgs) })
 	if err != nil {
 		return res, err
 	}
 	res.Publish = float64(n) / secs
+	meter.since(cpu, "publish only", "bench: publisher + embedded NATS", n)
 	raw, err := bus.EnsureConsumer(ctx, st, bus.ConsumerConfig{Durable: "raw"})
 	if err != nil {
 		return res, err
 	}
+	cpu = meter.read()
 	secs, err = timed(func() error { return consumeAll(raw, n, batchSize) })
 	if err != nil {
 		return res, err
 	}
 	res.ConsumeOnly = float64(n) / secs
+	meter.since(cpu, "consume only", "bench: consumer + embedded NATS", n)
 
 	// Insert the same rows without NATS.
 	rawDB, err := store.Open(ctx, store.Config{Addr: chAddr, Database: "bench_insert"})
@@ -118,30 +193,130 @@ func runIngestBench(ctx context.Context, chAddr string, n, batchSize int) (inges
 		return res, err
 	}
 	defer dropDB(ctx, rawDB)
+	cpu = meter.read()
 	secs, err = timed(func() error { return insertAll(ctx, rawDB, evs, batchSize) })
 	if err != nil {
 		return res, err
 	}
 	res.InsertOnly = float64(n) / secs
+	meter.since(cpu, "insert only", "bench: row building + driver", n)
 
 	// The ingester drains the stream that is already full.
+	cpu = meter.read()
 	res.Backlog, err = ingestRun(ctx, chAddr, "bench_backlog", st, js, n, batchSize, nil)
 	if err != nil {
 		return res, err
 	}
+	meter.since(cpu, "ingester draining a backlog", "bench: ingester + embedded NATS", n)
 
 	// End to end: a fresh stream, the ingester running while events are
 	// published.
 	if err := js.DeleteStream(ctx, "BENCH"); err != nil {
 		return res, err
 	}
+	publish := func() error { return publishAll(js, msgs) }
+	if c.IngestBin != "" {
+		cpu = meter.read()
+		var ing procFigures
+		res.EndToEnd, ing, err = ingestProcessRun(ctx, c.IngestBin, srv.ClientURL(), chAddr,
+			"bench_e2e", js, n, batchSize, publish)
+		if err != nil {
+			return res, err
+		}
+		meter.since(cpu, "end to end", "bench: publisher + embedded NATS", n)
+		res.CPU = append(res.CPU, cpuShare{"end to end", "ingester process",
+			ing.cpu * 1e6 / float64(n)})
+		res.IngesterRSS = ing.peakRSS
+		return res, nil
+	}
 	st, err = bus.EnsureStream(ctx, js, bus.StreamConfig{Name: "BENCH"})
 	if err != nil {
 		return res, err
 	}
-	res.EndToEnd, err = ingestRun(ctx, chAddr, "bench_e2e", st, js, n, batchSize,
-		func() error { return publishAll(js, msgs) })
+	cpu = meter.read()
+	res.EndToEnd, err = ingestRun(ctx, chAddr, "bench_e2e", st, js, n, batchSize, publish)
+	meter.since(cpu, "end to end", "bench: publisher + ingester + embedded NATS", n)
 	return res, err
+}
+
+// procFigures are what a child process used.
+type procFigures struct {
+	cpu     float64 // CPU seconds
+	peakRSS int64   // kB
+}
+
+// ingestProcessRun starts the ingester binary against the bench's NATS
+// server and a fresh database, publishes, and returns events per second
+// from the first publish until all n are visible, with the ingester's CPU
+// and peak RSS.
+func ingestProcessRun(ctx context.Context, bin, natsURL, chAddr, dbName string,
+	js jetstream.JetStream, n, batchSize int, publish func() error) (float64, procFigures,
+	error) {
+	var fig procFigures
+	db, err := store.Open(ctx, store.Config{Addr: chAddr, Database: dbName})
+	if err != nil {
+		return 0, fig, err
+	}
+	defer dropDB(ctx, db)
+
+	cmd := exec.Command(bin, "--nats-url", natsURL, "--stream", "BENCH",
+		"--durable", "ingest-e2e", "--clickhouse-addr", chAddr, "--clickhouse-db", dbName,
+		"--batch-size", strconv.Itoa(batchSize), "--batch-wait", "200ms",
+		"--http-addr", "127.0.0.1:0", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return 0, fig, fmt.Errorf("start ingester: %w", err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+
+	// The ingester creates the stream and its consumer when it is up.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if st, err := js.Stream(ctx, "BENCH"); err == nil {
+			if _, err := st.Consumer(ctx, "ingest-e2e"); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, fig, fmt.Errorf("ingester did not create its consumer in a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	start := time.Now()
+	if err := publish(); err != nil {
+		return 0, fig, err
+	}
+	if err := waitVisible(ctx, db, uint64(n)); err != nil {
+		return 0, fig, err
+	}
+	secs := time.Since(start).Seconds()
+	if fig.cpu, err = procCPU(cmd.Process.Pid); err != nil {
+		return 0, fig, err
+	}
+	if fig.peakRSS, err = procPeakRSS(cmd.Process.Pid); err != nil {
+		return 0, fig, err
+	}
+	return float64(n) / secs, fig, nil
+}
+
+// waitVisible polls until the database holds at least want decisions.
+func waitVisible(ctx context.Context, db *store.Store, want uint64) error {
+	for {
+		var got uint64
+		err := db.Conn().QueryRow(ctx, "SELECT count() FROM "+db.Database()+".decisions").
+			Scan(&got)
+		if err != nil {
+			return fmt.Errorf("count visible rows: %w", err)
+		}
+		if got >= want {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ingestRun runs an ingester into a fresh database until n events are
@@ -171,17 +346,9 @@ func ingestRun(ctx context.Context, chAddr, dbName string, st jetstream.Stream,
 			return 0, err
 		}
 	}
-	for {
-		var got uint64
-		err := db.Conn().QueryRow(ctx, "SELECT count() FROM "+dbName+".decisions").Scan(&got)
-		if err != nil {
-			cancel()
-			return 0, err
-		}
-		if got >= want {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitVisible(ctx, db, want); err != nil {
+		cancel()
+		return 0, err
 	}
 	secs := time.Since(start).Seconds()
 	cancel()

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
+	"unsafe"
 
 	"github.com/go-json-experiment/json"
 
@@ -92,6 +94,16 @@ func (s *Store) sendBlock(ctx context.Context, keys []partitionKey,
 	return nil
 }
 
+// rawString views the producer's bytes as a string without copying them:
+// the driver copies the string into its column buffer, and neither the
+// ingester nor the decoder changes an event's Raw after decoding.
+func rawString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
 type appender interface {
 	Append(v ...any) error
 }
@@ -152,23 +164,21 @@ func appendEvent(b appender, ev *events.Event, now uint64) error {
 		ev.ApplicationID, ev.RequestID, ev.AuditID, ev.TraceID, ev.SpanID, ev.SessionID, turn,
 		categories, policies, detectors, maxScore, user, agent, model, tool,
 		float32(ev.Latency.TotalMS), float32(ev.Latency.EvalMS), preview, mk, mv, lk, lv,
-		string(raw), now,
+		rawString(raw), now,
 	)
 }
 
-// detectorNames lists each detector that ran or signalled, once.
+// detectorNames lists each detector that ran or signalled, once. Events
+// name a handful of detectors, so a linear search beats a set.
 func detectorNames(ev *events.Event) []string {
 	out := make([]string, 0, len(ev.Detectors)+len(ev.Signals))
-	seen := make(map[string]bool, cap(out))
 	for _, d := range ev.Detectors {
-		if !seen[d.Name] {
-			seen[d.Name] = true
+		if !slices.Contains(out, d.Name) {
 			out = append(out, d.Name)
 		}
 	}
 	for _, sig := range ev.Signals {
-		if !seen[sig.Detector] {
-			seen[sig.Detector] = true
+		if !slices.Contains(out, sig.Detector) {
 			out = append(out, sig.Detector)
 		}
 	}

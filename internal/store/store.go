@@ -23,7 +23,11 @@ type Config struct {
 	// MaxPartitionsPerBatch caps the partitions one insert block may span;
 	// current servers refuse more than 100 by default. Default 100.
 	MaxPartitionsPerBatch int
-	Logger                *slog.Logger
+	// Compression of the native protocol's blocks: "lz4" (default) or
+	// "none". Without it, a ClickHouse on the same machine or a fast link
+	// spares both ends the work of compressing every insert.
+	Compression string
+	Logger      *slog.Logger
 }
 
 // Store is a connection to the decisions database.
@@ -52,11 +56,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	var comp *clickhouse.Compression
+	switch cfg.Compression {
+	case "", "lz4":
+		comp = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	case "none":
+	default:
+		return nil, fmt.Errorf("store: compression %q must be lz4 or none", cfg.Compression)
+	}
 
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:            []string{cfg.Addr},
 		Auth:            clickhouse.Auth{Username: cfg.User, Password: cfg.Password},
-		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Compression:     comp,
 		DialTimeout:     5 * time.Second,
 		ReadTimeout:     60 * time.Second,
 		MaxOpenConns:    16,
