@@ -51,6 +51,7 @@ type cli struct {
 	ClickHouseDB   string `name:"clickhouse-db" env:"GUARD_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
 	ClickHouseUser string `name:"clickhouse-user" env:"GUARD_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
 	ClickHousePass string `name:"clickhouse-password" env:"GUARD_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	ClickHouseComp string `name:"clickhouse-compression" env:"GUARD_CLICKHOUSE_COMPRESSION" default:"lz4" enum:"lz4,none" help:"Compression of insert blocks on the wire: lz4, or none for a ClickHouse on the same host."`
 
 	BatchSize     int           `name:"batch-size" env:"GUARD_BATCH_SIZE" default:"5000" help:"Rows per insert."`
 	BatchWait     time.Duration `name:"batch-wait" env:"GUARD_BATCH_WAIT" default:"500ms" help:"Longest time a row waits for its batch."`
@@ -292,7 +293,8 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 func openStore(ctx context.Context, c cli, log *slog.Logger) (*store.Store, error) {
 	db, err := backoff.Retry(ctx, func() (*store.Store, error) {
 		s, err := store.Open(ctx, store.Config{Addr: c.ClickHouseAddr, Database: c.ClickHouseDB,
-			User: c.ClickHouseUser, Password: c.ClickHousePass, Logger: log})
+			User: c.ClickHouseUser, Password: c.ClickHousePass, Compression: c.ClickHouseComp,
+			Logger: log})
 		if err == nil {
 			return s, nil
 		}
