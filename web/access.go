@@ -104,6 +104,12 @@ func (s *server) chrome(r *http.Request, project string) Chrome {
 		if project != "" {
 			c.CanSessions, _ = s.allowed(r.Context(), authz.ViewSession, authz.KindProject,
 				project, "")
+			c.CanExports, _ = s.allowed(r.Context(), authz.ExportAudit, authz.KindProject,
+				project, "")
+			if !c.CanExports {
+				c.CanExports, _ = s.allowed(r.Context(), authz.ViewAlerts, authz.KindProject,
+					project, "")
+			}
 			c.CanAlerts = s.Alerts != nil && s.Alerts.Store != nil
 			if c.CanAlerts {
 				c.CanAlerts, _ = s.allowed(r.Context(), authz.ViewAlerts, authz.KindProject,

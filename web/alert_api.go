@@ -94,6 +94,7 @@ func (s *server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &fe):
 		s.writeJSON(w, http.StatusBadRequest, apiError{Error: fe.Msg, Field: fe.Param})
 	case errors.As(err, &ue):
+		retryAfter(w, ue.RetryAfter)
 		s.writeJSON(w, ue.Status, apiError{Error: ue.Msg})
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 	default:

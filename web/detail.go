@@ -89,6 +89,11 @@ func (s *server) trace(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
 	qctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
 	var ev *events.Event
@@ -109,6 +114,7 @@ func (s *server) trace(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done()
 	v, err := traceView(sc.Project(), ev, content, viewerZone(r), s.Now())
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/guardwatch/observatory/internal/filter"
 )
@@ -21,6 +22,9 @@ var errSignIn = errors.New("sign-in required")
 type userError struct {
 	Status int
 	Msg    string
+	// RetryAfter, when set, is sent as Retry-After: when trying again may
+	// succeed (a limit that frees up).
+	RetryAfter time.Duration
 }
 
 func (e *userError) Error() string { return e.Msg }
@@ -63,6 +67,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &fe):
 		s.errorPage(w, r, http.StatusBadRequest, "Bad request", fe.Error())
 	case errors.As(err, &ue):
+		retryAfter(w, ue.RetryAfter)
 		s.errorPage(w, r, ue.Status, http.StatusText(ue.Status), ue.Msg)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The viewer went away; nobody is left to answer.

@@ -16,6 +16,7 @@ import (
 	"github.com/guardwatch/observatory/internal/export"
 	"github.com/guardwatch/observatory/internal/filter"
 	"github.com/guardwatch/observatory/internal/store"
+	"github.com/guardwatch/observatory/internal/tenant"
 )
 
 // exportWriteWindow is how long one write of an export download may take;
@@ -37,26 +38,40 @@ type ExportView struct {
 	Total      string
 	Previews   bool
 	Formats    []Option
-	BoundNote  string
+	Bound      *BoundView // nil when exports are not set up
+	Limits     string     // the tier's export limits, when the server has tiers
 	ExportsURL string
 	TracesURL  string
 	// Disabled explains why exports cannot run here; the form is hidden.
 	Disabled string
 }
 
+// BoundView states the upper bound an export started now would get.
+type BoundView struct {
+	NowUTC   string // the moment the page was made, UTC
+	BoundUTC string // that moment minus the settle delay, UTC
+	Settle   string // the settle delay, e.g. "30s"
+}
+
 // Hidden is a hidden form field.
 type Hidden struct{ Name, Value string }
 
 // exportHref is the traces page's link to the export page for the
-// filter, or "" when the viewer may not export or exports are off.
-func (s *server) exportHref(ctx context.Context, project string, f filter.Filter) string {
+// filter, or "" when exports are off or the viewer may not export. off
+// says why the project has no exports when its tier offers none.
+func (s *server) exportHref(ctx context.Context, sc store.Scope,
+	f filter.Filter) (link, off string) {
 	if s.Exports == nil {
-		return ""
+		return "", ""
 	}
+	if lim, ok := s.exportLimits(sc); ok && lim.MaxRows <= 0 {
+		return "", fmt.Sprintf("This project's tier (%s) includes no exports.", lim.Tier)
+	}
+	project := sc.Project()
 	if ok, _ := s.allowed(ctx, authz.ExportAudit, authz.KindProject, project, ""); !ok {
-		return ""
+		return "", ""
 	}
-	return href(projectPath(project, "export"), f.Values())
+	return href(projectPath(project, "export"), f.Values()), ""
 }
 
 // exportRequest authorizes an export of the project in the URL and reads
@@ -101,14 +116,14 @@ func (s *server) exportPage(w http.ResponseWriter, r *http.Request) error {
 	v := ExportView{
 		Chrome:    s.chrome(r, project),
 		Action:    projectPath(project, "export"),
-		From:      f.From.UTC().Format("2006-01-02T15:04:05.000Z"),
-		To:        f.To.UTC().Format("2006-01-02T15:04:05.000Z"),
+		From:      utcMS(f.From),
+		To:        utcMS(f.To),
 		FromLocal: f.From.In(loc).Format(local), ToLocal: f.To.In(loc).Format(local),
 		Zone: loc.String(), Previews: content,
 		ExportsURL: projectPath(project, "exports"),
 		TracesURL:  href(projectPath(project, "traces"), f.Values()),
 	}
-	v.Section = "traces"
+	v.Section = "exports"
 	for k, vals := range exportValues(f) {
 		for _, val := range vals {
 			v.Hidden = append(v.Hidden, Hidden{k, val})
@@ -123,23 +138,88 @@ func (s *server) exportPage(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.Exports == nil {
 		v.Disabled = "Exports are not set up on this server: it has no signing key."
-	} else {
-		v.BoundNote = fmt.Sprintf("rows stored up to %s before the download starts are "+
-			"in the file; rows stored later are left out even if they fall in the range. "+
-			"The manifest states the exact time.", s.Exports.Settle())
-		ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
-		defer cancel()
-		n, err := s.Store.Count(ctx, sc, f)
-		if err != nil {
-			return err
-		}
-		v.Total = count(n)
+	} else if err := s.exportPageFacts(r.Context(), sc, f, &v); err != nil {
+		return err
 	}
 	slices.SortFunc(v.Hidden, func(a, b Hidden) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Value, b.Value))
 	})
 	slices.SortFunc(v.Filters, func(a, b Chip) int { return strings.Compare(a.Label, b.Label) })
 	return s.render(w, r, http.StatusOK, ExportPage(v))
+}
+
+// exportPageFacts fills in what an export started now would hold: its
+// upper bound, the decisions the filter selects, and the tier's limits,
+// disabling the form ahead of a download the tier would refuse.
+func (s *server) exportPageFacts(ctx context.Context, sc store.Scope, f filter.Filter,
+	v *ExportView) error {
+	now := s.Now().UTC()
+	settle := s.Exports.Settle()
+	v.Bound = &BoundView{NowUTC: now.Format("2006-01-02 15:04:05 UTC"),
+		BoundUTC: now.Add(-settle).Format("2006-01-02 15:04:05 UTC"), Settle: settle.String()}
+	lim, tiered := s.exportLimits(sc)
+	if tiered {
+		v.Limits = limitsText(lim)
+		if lim.MaxRows <= 0 {
+			v.Disabled = fmt.Sprintf("This project's tier (%s) includes no exports.", lim.Tier)
+			return nil
+		}
+		if span := f.To.Sub(f.From); span > lim.MaxRange {
+			v.Disabled = fmt.Sprintf("The range spans %s; this project's tier (%s) exports "+
+				"at most %s at once. Narrow the range on the traces page.",
+				duration(span), lim.Tier, tenant.Duration(lim.MaxRange))
+			return nil
+		}
+	}
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+	defer cancel()
+	n, err := s.Store.Count(ctx, sc, f)
+	if err != nil {
+		return err
+	}
+	v.Total = count(n)
+	if !tiered {
+		return nil
+	}
+	if n > uint64(lim.MaxRows) {
+		v.Disabled = fmt.Sprintf("The filter selects %s decisions; this project's tier (%s) "+
+			"exports at most %s in one file. Narrow the range or add filters, and export "+
+			"in parts.", count(n), lim.Tier, count(uint64(lim.MaxRows)))
+		return nil
+	}
+	if lim.PerDay > 0 {
+		day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+		used, err := s.Store.CountExportsSince(ctx, sc, day)
+		if err != nil {
+			return err
+		}
+		v.Limits += fmt.Sprintf(" Started today (UTC): %d.", used)
+		if used >= uint64(lim.PerDay) {
+			v.Disabled = fmt.Sprintf("This project's tier (%s) allows %d exports per day "+
+				"(UTC), and %d started today. Exports are possible again after 00:00 UTC.",
+				lim.Tier, lim.PerDay, used)
+		}
+	}
+	return nil
+}
+
+// limitsText states a tier's export limits in a sentence.
+func limitsText(lim export.Limits) string {
+	if lim.MaxRows <= 0 {
+		return fmt.Sprintf("This project's tier (%s) includes no exports.", lim.Tier)
+	}
+	t := fmt.Sprintf("This project's tier (%s) exports at most %s decisions and %s per "+
+		"file, %d at a time", lim.Tier, count(uint64(lim.MaxRows)),
+		tenant.Duration(lim.MaxRange), lim.Concurrent)
+	if lim.PerDay > 0 {
+		t += fmt.Sprintf(", %d per day (UTC)", lim.PerDay)
+	}
+	return t + "."
 }
 
 func formatLabel(f export.Format) string {
@@ -185,6 +265,11 @@ func (s *server) exportDownload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &userError{Status: http.StatusBadRequest, Msg: err.Error()}
 	}
+	release, err := s.admitExport(r.Context(), job)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	h := w.Header()
 	h.Set("Content-Type", format.ContentType(job.Gzip))
@@ -211,6 +296,32 @@ func (s *server) exportDownload(w http.ResponseWriter, r *http.Request) error {
 			"err", err)
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// admitExport holds the job to its project's tier limits (exports
+// offered, range, concurrent exports, exports per day, rows), counting
+// before anything is streamed. release frees the project's export slot.
+func (s *server) admitExport(ctx context.Context, j *export.Job) (release func(),
+	err error) {
+	lim, ok := s.exportLimits(j.Scope)
+	if !ok {
+		return func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+	defer cancel()
+	release, err = s.exportGate.Admit(ctx, j, lim)
+	var le *export.LimitError
+	if !errors.As(err, &le) {
+		return release, err
+	}
+	status := http.StatusBadRequest
+	switch le.Reason {
+	case export.RefusedDisabled:
+		status = http.StatusForbidden
+	case export.RefusedConcurrent, export.RefusedPerDay:
+		status = http.StatusTooManyRequests
+	}
+	return nil, &userError{Status: status, Msg: le.Msg, RetryAfter: le.RetryAfter}
 }
 
 // downloadWriter records whether the response has begun and keeps the

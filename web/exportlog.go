@@ -21,6 +21,7 @@ type ExportsView struct {
 	Rows         []ExportRow
 	PublicKeyURL string // empty when exports are not set up
 	KeyID        string
+	Limits       string // the tier's export limits, when the server has tiers
 }
 
 // ExportRow is one export in the log.
@@ -56,15 +57,24 @@ func (s *server) exportsPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 	defer cancel()
 	recs, err := s.Store.ListExports(ctx, sc, actor, store.MaxExportRecords)
 	if err != nil {
 		return err
 	}
+	done()
 	project := sc.Project()
 	v := ExportsView{Chrome: s.chrome(r, project), All: actor == ""}
-	v.Section = "traces"
+	v.Section = "exports"
+	if lim, ok := s.exportLimits(sc); ok {
+		v.Limits = limitsText(lim)
+	}
 	if s.Exports != nil {
 		v.PublicKeyURL = projectPath(project, "exports", "public-key")
 		v.KeyID = export.KeyID(s.Exports.PublicKey())
@@ -94,6 +104,11 @@ func (s *server) exportManifest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 	defer cancel()
 	rec, err := s.Store.GetExport(ctx, sc, id)

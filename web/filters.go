@@ -103,14 +103,20 @@ type FilterView struct {
 	SearchHint string
 	Chips      []Chip
 	ResetHref  string
+	// Limit is an explicit rows-per-page parameter, kept by the forms.
+	Limit string
 }
 
 // filterView builds the filter bar. contentSearch says whether the viewer
-// may search content previews (view_content).
-func filterView(path string, f filter.Filter, loc *time.Location,
-	contentSearch bool) FilterView {
+// may search content previews (view_content); presets longer than
+// maxRange (the tier's longest range; 0 for none) are not offered.
+func filterView(path string, f filter.Filter, loc *time.Location, contentSearch bool,
+	maxRange time.Duration) FilterView {
 	v := FilterView{Action: path, Zone: loc.String(), Custom: f.Preset == ""}
 	for _, p := range filter.Presets {
+		if maxRange > 0 && p.Dur > maxRange {
+			continue
+		}
 		q := f.Values()
 		q.Del("from")
 		q.Del("to")
@@ -280,7 +286,8 @@ func facetViews(path string, f filter.Filter, fs store.Facets) []FacetView {
 }
 
 // listRequest is the common start of a list page: the project's scope for
-// the action, the filter from the query, the viewer's zone, and whether
+// the action, the filter from the query (its range within the project's
+// tier), the viewer's zone, and whether
 // the viewer may read content. Without content access, text search is
 // limited to reasons so previews cannot be probed through it.
 func (s *server) listRequest(r *http.Request, action authz.Action) (store.Scope,
@@ -289,7 +296,7 @@ func (s *server) listRequest(r *http.Request, action authz.Action) (store.Scope,
 	if err != nil {
 		return store.Scope{}, filter.Filter{}, nil, false, err
 	}
-	f, loc, err := s.parseFilter(r)
+	f, loc, err := s.scopedFilter(r, sc)
 	if err != nil {
 		return store.Scope{}, filter.Filter{}, nil, false, err
 	}

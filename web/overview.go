@@ -35,12 +35,17 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	project := sc.Project()
-	f, loc, err := s.parseFilter(r)
+	f, loc, err := s.scopedFilter(r, sc)
 	if err != nil {
 		return err
 	}
 	f = rangeOf(f)
 
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 	defer cancel()
 	step := chartStep(f.To.Sub(f.From))
@@ -56,9 +61,10 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done()
 
 	traces := projectPath(project, "traces")
-	fv := filterView(projectPath(project), f, loc, false)
+	fv := filterView(projectPath(project), f, loc, false, s.maxRange(sc))
 	v := OverviewView{Chrome: s.chrome(r, project), Presets: fv.Presets,
 		RangeLabel: fv.RangeLabel, Zone: fv.Zone, Total: count(lat.Decisions),
 		P50: "–", P95: "–", Chart: outcomeChart(series, f.From, f.To, step, loc),

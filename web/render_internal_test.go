@@ -119,7 +119,7 @@ func BenchmarkTracesPage(b *testing.B) {
 		}
 	}
 	v.Facets = facetViews("/p/proj_prod/traces", rangeFilter(now), f)
-	v.Filter = filterView("/p/proj_prod/traces", rangeFilter(now), time.UTC, true)
+	v.Filter = filterView("/p/proj_prod/traces", rangeFilter(now), time.UTC, true, 0)
 	var buf bytes.Buffer
 	b.ReportAllocs()
 	for b.Loop() {

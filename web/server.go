@@ -16,6 +16,7 @@ import (
 	"github.com/guardwatch/observatory/internal/authz"
 	"github.com/guardwatch/observatory/internal/export"
 	"github.com/guardwatch/observatory/internal/store"
+	"github.com/guardwatch/observatory/internal/tenant"
 )
 
 // Verifier turns a sign-in token into a verified principal.
@@ -54,6 +55,12 @@ type Deps struct {
 	QueryTimeout time.Duration
 	// Exports writes audit exports; nil turns exports off.
 	Exports *export.Exporter
+	// Tiers gives each project's tier, whose query and export limits the
+	// server applies (rows per page, longest range, concurrent queries;
+	// exports offered, rows, range, concurrent and per day). Reload it to
+	// change a limit; the server reads the current snapshot per request.
+	// nil applies no tier limits, only the store's own bounds.
+	Tiers *tenant.Registry
 }
 
 // ErrConfig reports missing or invalid dependencies.
@@ -63,6 +70,10 @@ type server struct {
 	Deps
 	log *slog.Logger
 	mux *http.ServeMux
+	// queries counts each project's running ClickHouse-reading requests.
+	queries *queryGate
+	// exportGate admits exports within their project's tier limits.
+	exportGate *export.Gate
 }
 
 // NewServer returns the UI's handler. It fails when a dependency is
@@ -86,7 +97,8 @@ func NewServer(d Deps) (http.Handler, error) {
 	if d.QueryTimeout <= 0 {
 		d.QueryTimeout = 15 * time.Second
 	}
-	s := &server{Deps: d, log: d.Logger.With("component", "web"), mux: http.NewServeMux()}
+	s := &server{Deps: d, log: d.Logger.With("component", "web"), mux: http.NewServeMux(),
+		queries: newQueryGate(), exportGate: export.NewGate(d.Store, d.Now)}
 	s.routes()
 	return s.secure(s.cleanPaths(s.mux)), nil
 }
@@ -127,6 +139,7 @@ func (s *server) routes() {
 	m.Handle("GET /p/{project}/access", s.viewer(s.accessPage))
 	m.Handle("POST /p/{project}/access", s.viewer(s.accessToken))
 	s.exportRoutes(m)
+	m.Handle("GET /api/p/{project}/traces", s.api(s.apiTraces))
 	m.Handle("/", s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errNotFound
 	}))

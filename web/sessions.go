@@ -44,20 +44,32 @@ func (s *server) sessions(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	project := sc.Project()
+	size, err := s.pageSize(r, sc, SessionPageSize, store.MaxSessionPage)
+	if err != nil {
+		return err
+	}
 	after, err := decodeSessionCursor("after", r.URL.Query().Get("after"))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
-	defer cancel()
-	page, err := s.Store.Sessions(ctx, sc, f, after, SessionPageSize)
+	done, err := s.beginQuery(sc)
 	if err != nil {
 		return err
 	}
+	defer done()
+	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
+	defer cancel()
+	page, err := s.Store.Sessions(ctx, sc, f, after, size)
+	if err != nil {
+		return err
+	}
+	done()
 
 	path := projectPath(project, "sessions")
-	v := SessionsView{Chrome: s.chrome(r, project), Filter: filterView(path, f, loc, content)}
+	v := SessionsView{Chrome: s.chrome(r, project),
+		Filter: filterView(path, f, loc, content, s.maxRange(sc))}
 	v.Section = "sessions"
+	v.Filter.Limit = r.URL.Query().Get("limit")
 	now := s.Now()
 	top := 0.0
 	for _, x := range page.Rows {
@@ -79,10 +91,10 @@ func (s *server) sessions(w http.ResponseWriter, r *http.Request) error {
 		v.Rows = append(v.Rows, row)
 	}
 	if page.More {
-		v.OlderHref = href(path, with(f, "after", encodeSessionCursor(page.Next)))
+		v.OlderHref = keepLimit(r, href(path, with(f, "after", encodeSessionCursor(page.Next))))
 	}
 	if !after.IsZero() {
-		v.FirstHref = href(path, f.Values())
+		v.FirstHref = keepLimit(r, href(path, f.Values()))
 	}
 	return s.render(w, r, http.StatusOK, SessionsPage(v))
 }
@@ -103,7 +115,8 @@ type TimelineView struct {
 	ListHref   string
 }
 
-// timelineLimit bounds the decisions a session page shows.
+// timelineLimit bounds the decisions a session page shows; the project's
+// tier may bound them further (rows per page).
 const timelineLimit = 500
 
 func (s *server) session(w http.ResponseWriter, r *http.Request) error {
@@ -113,23 +126,37 @@ func (s *server) session(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	if !q.Has("range") && !q.Has("from") {
-		q.Set("range", "90d")
-	}
-	f, err := filter.Parse(q, s.Now(), viewerZone(r))
-	if err != nil {
-		return err
+	if !q.Has("range") && !q.Has("from") && !q.Has("to") {
+		// The widest look back the tier allows, up to 90 days.
+		q.Set("range", presetWithin("90d", s.maxRange(sc)))
 	}
 	loc := viewerZone(r)
-	f = rangeOf(f)
-	f.SessionID = id
-
-	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
-	defer cancel()
-	page, err := s.Store.List(ctx, sc, f, store.Cursor{}, timelineLimit)
+	f, err := filter.Parse(q, s.Now(), loc)
 	if err != nil {
 		return err
 	}
+	if err := s.checkRange(sc, f); err != nil {
+		return err
+	}
+	f = rangeOf(f)
+	f.SessionID = id
+	size, err := s.pageSize(r, sc, timelineLimit, timelineLimit)
+	if err != nil {
+		return err
+	}
+
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
+	defer cancel()
+	page, err := s.Store.List(ctx, sc, f, store.Cursor{}, size)
+	if err != nil {
+		return err
+	}
+	done()
 	if len(page.Rows) == 0 {
 		// A session is known only by its decisions: none in this project
 		// is the same answer as a session of another tenant.
@@ -139,7 +166,7 @@ func (s *server) session(w http.ResponseWriter, r *http.Request) error {
 
 	path := projectPath(project, "sessions", id)
 	v := TimelineView{Chrome: s.chrome(r, project), ID: clean(id, 0),
-		Filter: filterView(path, f, loc, false), Truncated: page.More,
+		Filter: filterView(path, f, loc, false, s.maxRange(sc)), Truncated: page.More,
 		TracesHref: href(projectPath(project, "traces"), with(f, "session", id)),
 		ListHref:   projectPath(project, "sessions")}
 	v.Section = "sessions"

@@ -146,9 +146,16 @@ func (t *tailer) poll(ctx context.Context, w http.ResponseWriter) (int, error) {
 	if overlap := uint64(tailOverlap / time.Millisecond); t.cursor > t.floor+overlap {
 		since = t.cursor - overlap
 	}
+	// Each poll is a query of the project: it takes a query slot, and
+	// skips its turn when all are busy; the next poll catches up.
+	done, err := t.s.beginQuery(t.sc)
+	if err != nil {
+		return 0, nil
+	}
 	qctx, cancel := context.WithTimeout(ctx, t.s.QueryTimeout)
 	defer cancel()
 	arrivals, err := t.s.Store.Arrivals(qctx, t.sc, f, since, 0)
+	done()
 	if err != nil {
 		return 0, err
 	}

@@ -53,6 +53,9 @@ type TracesView struct {
 	// ExportHref opens the export of everything the filter selects; empty
 	// when the viewer may not export.
 	ExportHref string
+	// ExportOff, when set, says why the project offers no exports (its
+	// tier has none); the export button is shown disabled with it.
+	ExportOff string
 }
 
 func projectPath(project string, parts ...string) string {
@@ -69,27 +72,23 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	project := sc.Project()
-	q := r.URL.Query()
-	after, err := decodeCursor("after", q.Get("after"))
+	size, err := s.pageSize(r, sc, PageSize, store.MaxPageSize)
 	if err != nil {
 		return err
 	}
-	before, err := decodeCursor("before", q.Get("before"))
+	after, before, err := pageCursors(r)
 	if err != nil {
 		return err
-	}
-	if !after.IsZero() && !before.IsZero() {
-		return badParam("before", "cannot be combined with after")
 	}
 
+	done, err := s.beginQuery(sc)
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 	defer cancel()
-	var page store.Page
-	if before.IsZero() {
-		page, err = s.Store.List(ctx, sc, f, after, PageSize)
-	} else {
-		page, err = s.Store.ListNewer(ctx, sc, f, before, PageSize)
-	}
+	page, err := s.listPage(ctx, sc, f, after, before, size)
 	if err != nil {
 		return err
 	}
@@ -101,15 +100,17 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	done()
 
 	path := projectPath(project, "traces")
 	v := TracesView{
 		Chrome: s.chrome(r, project),
-		Filter: filterView(path, f, loc, content),
+		Filter: filterView(path, f, loc, content, s.maxRange(sc)),
 		Facets: facetViews(path, f, facets),
 		Total:  count(total),
 	}
 	v.Section = "traces"
+	v.Filter.Limit = r.URL.Query().Get("limit")
 	now := s.Now()
 	for _, d := range page.Rows {
 		row := traceRow(project, d, loc, now)
@@ -120,11 +121,39 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	}
 	v.NewerHref, v.OlderHref, v.FirstHref = pageLinks(path, f, page, !after.IsZero(),
 		!before.IsZero())
+	v.NewerHref, v.OlderHref = keepLimit(r, v.NewerHref), keepLimit(r, v.OlderHref)
+	v.FirstHref = keepLimit(r, v.FirstHref)
 	if after.IsZero() && before.IsZero() {
 		v.TailURL = href(projectPath(project, "tail"), f.Values())
 	}
-	v.ExportHref = s.exportHref(r.Context(), project, f)
+	v.ExportHref, v.ExportOff = s.exportHref(r.Context(), sc, f)
 	return s.render(w, r, http.StatusOK, TracesPage(v))
+}
+
+// pageCursors reads the "after" and "before" cursors of a list request;
+// at most one may be given.
+func pageCursors(r *http.Request) (after, before store.Cursor, err error) {
+	q := r.URL.Query()
+	if after, err = decodeCursor("after", q.Get("after")); err != nil {
+		return store.Cursor{}, store.Cursor{}, err
+	}
+	if before, err = decodeCursor("before", q.Get("before")); err != nil {
+		return store.Cursor{}, store.Cursor{}, err
+	}
+	if !after.IsZero() && !before.IsZero() {
+		return store.Cursor{}, store.Cursor{}, badParam("before", "cannot be combined with after")
+	}
+	return after, before, nil
+}
+
+// listPage reads one page of decisions: older than after, or newer than
+// before, or the newest.
+func (s *server) listPage(ctx context.Context, sc store.Scope, f filter.Filter, after,
+	before store.Cursor, size int) (store.Page, error) {
+	if before.IsZero() {
+		return s.Store.List(ctx, sc, f, after, size)
+	}
+	return s.Store.ListNewer(ctx, sc, f, before, size)
 }
 
 // pageLinks returns the newer, older and first-page links. A page reached

@@ -9,9 +9,12 @@ type Chrome struct {
 	CSRF     string   // sign-out form token
 	Projects []string // the viewer's projects, for the switcher
 	Project  string   // the project in view; empty on pages about none
-	Section  string   // overview, traces or sessions
+	Section  string   // overview, traces, sessions, exports, alerts or access
 	// CanSessions says whether the viewer may open the project's sessions.
 	CanSessions bool
+	// CanExports says whether the viewer may open the project's export
+	// log: those who may export (their own exports) and admins.
+	CanExports bool
 	// CanAlerts says whether the viewer may open the project's alerts.
 	CanAlerts bool
 	// CanExplain says whether the viewer may open the project's access page.

@@ -68,6 +68,15 @@ type exportCmd struct {
 	MemLimit   int64         `name:"memory-limit" default:"104857600" help:"Soft memory limit of this process in bytes; garbage is collected as it nears it."`
 }
 
+// Help is the detailed help of `observatory export --help`.
+func (c *exportCmd) Help() string {
+	return "An operator's tool: it reads ClickHouse directly with the scope the flags name, " +
+		"and is not held to the project's tier limits (rows, range, concurrent and daily " +
+		"exports), which apply to exports started from the UI and its API. Its exports are " +
+		"recorded in the project's export log like any other, and so count toward the " +
+		"exports the tenant may start that day."
+}
+
 // filterParams are the query parameters a filter reads; --query may use
 // only these, so that a misspelt one is not silently ignored.
 var filterParams = []string{"outcome", "decision", "mode", "event_type", "severity",

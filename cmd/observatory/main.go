@@ -25,6 +25,7 @@ import (
 	"github.com/guardwatch/observatory/internal/authz"
 	"github.com/guardwatch/observatory/internal/identity"
 	"github.com/guardwatch/observatory/internal/store"
+	"github.com/guardwatch/observatory/internal/tenant"
 	"github.com/guardwatch/observatory/web"
 )
 
@@ -58,6 +59,9 @@ type serveCmd struct {
 	NATSCreds  string   `name:"nats-creds" env:"GUARD_NATS_CREDS" type:"existingfile" help:"NATS credentials file."`
 	AllowCIDRs []string `name:"webhook-allow-cidr" env:"GUARD_WEBHOOK_ALLOW_CIDR" sep:"," help:"Address range alert webhooks may reach although it is loopback, private or link-local, e.g. 127.0.0.1/32; repeatable."`
 
+	Tiers  string        `name:"tiers" env:"GUARD_TIERS" default:"deploy/tiers.yaml" help:"Tiers file: each project's query and export limits, by the tier its project.json in --policies names (docs/tenants.md)."`
+	Reload time.Duration `name:"tenants-reload" env:"GUARD_TENANTS_RELOAD" default:"10s" help:"How often the tiers file and the projects' tiers are re-read."`
+
 	Exports exportServeFlags `embed:""`
 }
 
@@ -65,8 +69,27 @@ func main() {
 	var c cli
 	kctx := kong.Parse(&c, kong.Name("observatory"),
 		kong.Description("Observatory: audit and observe AI guardrail decisions."))
-	kctx.FatalIfErrorf(kctx.Run())
+	if err := kctx.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "observatory: %v\n", err)
+		if errors.As(err, new(*configError)) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
 }
+
+// configError is a setting that stops start-up; its message names the
+// flag and its environment variable.
+type configError struct {
+	flag, env string
+	err       error
+}
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("config: --%s (%s): %v", e.flag, e.env, e.err)
+}
+
+func (e *configError) Unwrap() error { return e.err }
 
 // Run serves until SIGINT or SIGTERM.
 func (c *serveCmd) Run() error {
@@ -81,6 +104,18 @@ func (c *serveCmd) Run() error {
 }
 
 func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
+	if c.Reload < time.Second {
+		return &configError{"tenants-reload", "GUARD_TENANTS_RELOAD",
+			fmt.Errorf("%s: must be at least 1s", c.Reload)}
+	}
+	// Tiers and projects are re-read while serving, so a tier change in
+	// project.json or the tiers file takes effect without a restart.
+	tiers, err := tenant.OpenRegistry(c.Tiers, c.Policies, log)
+	if err != nil {
+		return &configError{"tiers", "GUARD_TIERS", err}
+	}
+	go tiers.Watch(ctx, c.Reload)
+
 	secret := []byte(c.Secret)
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -125,7 +160,7 @@ func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
 	defer closeAlerts()
 	h, err := web.NewServer(web.Deps{Store: st, Verifier: verifier, Authz: engine,
 		SessionSecret: secret, InsecureCookies: c.Insecure, Logger: log, Exports: exp,
-		Alerts: alerts})
+		Alerts: alerts, Tiers: tiers})
 	if err != nil {
 		return err
 	}

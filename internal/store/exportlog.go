@@ -133,6 +133,26 @@ func (s *Store) ListExports(ctx context.Context, sc Scope, actor string,
 	return out, nil
 }
 
+// CountExportsSince returns how many exports of the scope started at or
+// after since, whatever their status and actor. The export log is shared
+// by every observatory replica and survives restarts, so a daily export
+// limit counted here holds across both.
+func (s *Store) CountExportsSince(ctx context.Context, sc Scope, since time.Time) (uint64,
+	error) {
+	if err := sc.check(); err != nil {
+		return 0, err
+	}
+	var n uint64
+	q := "SELECT uniqExact(export_id) FROM " + s.exportsTable() +
+		" WHERE account_id = ? AND project_id = ? AND started_at >= ?"
+	err := s.conn.QueryRow(ctx, q, sc.account, sc.project,
+		since.UTC().Truncate(time.Second)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count exports: %w", err)
+	}
+	return n, nil
+}
+
 // GetExport returns the latest state of one export of the scope, or
 // ErrNotFound.
 func (s *Store) GetExport(ctx context.Context, sc Scope, exportID string) (ExportRecord,
