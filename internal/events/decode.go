@@ -154,6 +154,10 @@ func NewDecoder(l Limits) *Decoder {
 // Decode parses one payload strictly and validates it. The payload must be
 // exactly one JSON object: no duplicate or unknown member names, no trailing
 // data, valid UTF-8, and within the limits. A rejection is an *InvalidError.
+//
+// A compact payload becomes the event's Raw as it is, without a copy: the
+// caller must not change payload afterwards. Message payloads from NATS are
+// never reused, and the copy doubled the memory an event in flight holds.
 func (d *Decoder) Decode(payload []byte) (*Event, error) {
 	if len(payload) > d.limits.MaxBytes {
 		return nil, invalid(ReasonTooLarge, "payload is %d bytes, limit %d",
@@ -174,8 +178,9 @@ func (d *Decoder) Decode(payload []byte) (*Event, error) {
 	if err := d.Validate(&ev); err != nil {
 		return nil, err
 	}
-	raw := jsontext.Value(slices.Clone(payload))
+	raw := jsontext.Value(payload)
 	if spaced {
+		raw = slices.Clone(raw) // Compact works in place
 		if err := raw.Compact(); err != nil {
 			return nil, invalid(ReasonInvalidJSON, "%s", trimJSONErr(err))
 		}
