@@ -7,8 +7,8 @@
 #
 # Environment:
 #   BENCH_PORT         first TCP port tried for ClickHouse (default 19700)
-#   BENCH_EXPORT_ROWS  rows of the export benchmark (default 1000000, a few
-#                      minutes; the command's own default is 5000000)
+#   BENCH_EXPORT_ROWS  rows of the export benchmark (default 5000000; loading
+#                      them takes a few minutes)
 #   BENCH_OUT          output file (default BENCHMARKS.md in the repository)
 #   BENCH_ONLY         space-separated subset, e.g. "queries export"
 set -euo pipefail
@@ -17,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 port=${BENCH_PORT:-19700}
-export_rows=${BENCH_EXPORT_ROWS:-1000000}
+export_rows=${BENCH_EXPORT_ROWS:-5000000}
 out=${BENCH_OUT:-$root/BENCHMARKS.md}
 only=${BENCH_ONLY:-ingest queries export alerts}
 
@@ -41,6 +41,8 @@ trap stop EXIT
 scripts/clickhouse.sh install
 CLICKHOUSE_WATCH_PID=$$ scripts/clickhouse.sh start "$tmp/clickhouse" "$port"
 go build -o "$tmp/bench" ./cmd/bench
+go build -o "$tmp/ingest" ./cmd/ingest
+chpid=$(cat "$tmp/clickhouse/pid")
 
 report=$tmp/report.md
 {
@@ -84,13 +86,26 @@ run() {
 
 failed=()
 
-run ingest
+run ingest --ingest-bin "$tmp/ingest" --clickhouse-pid "$chpid"
 run queries
-# The export default is 5 million rows; 1 million finishes in a few minutes.
 run export --rows "$export_rows"
 run alerts
 
-cp "$report" "$out"
+# One table of every figure against its target, above the full output.
+final=$tmp/final.md
+{
+  awk '/^## /{exit} {print}' "$report"
+  echo "## Summary"
+  echo
+  echo "| measurement | figure | target | verdict |"
+  echo "|---|---|---|---|"
+  grep '^SUMMARY | ' "$report" | sed 's/^SUMMARY //' || echo "| (no figures) | | | |"
+  echo
+  awk 'f{print} /^## /{if(!f){f=1; print}}' "$report"
+} >"$final"
+echo >&2
+grep '^SUMMARY | ' "$report" | sed 's/^SUMMARY //' >&2 || true
+cp "$final" "$out"
 echo "bench.sh: wrote $out" >&2
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench.sh: failed: ${failed[*]}" >&2

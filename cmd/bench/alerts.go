@@ -88,6 +88,9 @@ func (c *alertsCmd) Run(*cli) error {
 		verdict = "NOT met"
 	}
 	fmt.Printf("target p99 < 1 s with every probe delivered: %s\n", verdict)
+	summary(fmt.Sprintf("alerts: publish to webhook p50 / p99 at %.0f decisions/s",
+		r.Background), ms3(q(0.50))+" / "+ms3(q(0.99))+fmt.Sprintf(" (%d of %d probes)",
+		r.Got, r.Sent), "p99 < 1 s", verdict == "met")
 	return nil
 }
 

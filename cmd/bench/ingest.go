@@ -73,6 +73,15 @@ func (c *ingestCmd) Run(root *cli) error {
 		fmt.Printf("ingester process peak RSS at full rate (end to end): %.1f MB\n",
 			float64(r.IngesterRSS)/1024)
 	}
+	summary("ingest: end to end, publish to visible", fmt.Sprintf("%.0f events/s",
+		r.EndToEnd), "≥ 50,000 events/s", r.EndToEnd >= 50_000)
+	summary("ingest: end to end / lower limit (consume only, insert only)",
+		fmt.Sprintf("%.2f (limits %.0f, %.0f)", r.EndToEnd/lower, r.ConsumeOnly, r.InsertOnly),
+		"≥ 0.7", r.EndToEnd/lower >= 0.7)
+	if r.IngesterRSS > 0 {
+		summary("ingest: ingester process peak RSS at full rate",
+			fmt.Sprintf("%.0f MB", float64(r.IngesterRSS)/1024), "", true)
+	}
 	if len(r.CPU) > 0 {
 		fmt.Printf("\nCPU per event, user + system: on %d cores a total of T µs per event "+
 			"caps the rate at %d,000,000/T events/s\n", runtime.NumCPU(), runtime.NumCPU())

@@ -29,6 +29,20 @@ func main() {
 	ctx.FatalIfErrorf(ctx.Run(&c))
 }
 
+// summary prints one line of the run's summary table: what was measured,
+// the figure, the target and whether the figure meets it. scripts/bench.sh
+// collects these lines at the top of BENCHMARKS.md.
+func summary(what, figure, target string, met bool) {
+	verdict := "met"
+	switch {
+	case target == "":
+		target, verdict = "(reported)", ""
+	case !met:
+		verdict = "NOT met"
+	}
+	fmt.Printf("SUMMARY | %s | %s | %s | %s |\n", what, figure, target, verdict)
+}
+
 // memTotal reads the machine's memory from /proc/meminfo.
 func memTotal() string {
 	b, err := os.ReadFile("/proc/meminfo")
