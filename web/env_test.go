@@ -28,6 +28,8 @@ import (
 // Cedar policies from the repository and real signed tokens.
 type env struct {
 	st     *store.Store
+	addr   string // ClickHouse
+	db     string // this test's database
 	srv    *httptest.Server
 	keyDir string
 	now    time.Time
@@ -47,8 +49,8 @@ func newEnv(t testing.TB) *env {
 		Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	e := &env{st: st, now: time.Now().UTC(), events: map[string][]*events.Event{},
-		keyDir: t.TempDir()}
+	e := &env{st: st, addr: addr, db: db, now: time.Now().UTC(),
+		events: map[string][]*events.Event{}, keyDir: t.TempDir()}
 	require.NoError(t, e.seed(ctx))
 	require.NoError(t, identity.GenerateDevKey(e.keyDir))
 	e.srv, err = e.server(ctx, true)

@@ -53,7 +53,7 @@ func (s *server) checkRange(sc store.Scope, f filter.Filter) error {
 		param = "range"
 	}
 	return badParam(param, "the time range may span at most %s on this project's tier (%s)",
-		t.Query.MaxRange, t.Name)
+		spanText(t.Query.MaxRange.D()), t.Name)
 }
 
 // scopedFilter reads the filter of a request about the project of sc: a
@@ -172,10 +172,18 @@ func (s *server) beginQuery(sc store.Scope) (done func(), err error) {
 	k := tenant.Key{Account: sc.Account(), Project: sc.Project()}
 	if !s.queries.acquire(k, t.Query.Concurrent) {
 		return nil, &userError{Status: http.StatusTooManyRequests, RetryAfter: time.Second,
-			Msg: fmt.Sprintf("This project's tier (%s) runs at most %d queries at once, and "+
-				"that many are running. Try again in a moment.", t.Name, t.Query.Concurrent)}
+			Msg: fmt.Sprintf("This project's tier (%s) runs at most %d %s at once, and "+
+				"that many are running. Try again in a moment.", t.Name, t.Query.Concurrent,
+				queriesWord(t.Query.Concurrent))}
 	}
 	return sync.OnceFunc(func() { s.queries.release(k) }), nil
+}
+
+func queriesWord(n int) string {
+	if n == 1 {
+		return "query"
+	}
+	return "queries"
 }
 
 // exportLimits are the project's export limits; ok is false when the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,11 +32,11 @@ type Limits struct {
 
 // Why a Gate refused an export.
 const (
-	RefusedDisabled   = "disabled"    // the tier offers no exports
-	RefusedRange      = "range"       // the range is longer than the tier allows
-	RefusedRows       = "rows"        // the filter selects more rows than one file may hold
-	RefusedConcurrent = "concurrent"  // the project's exports are all running
-	RefusedPerDay     = "per_day"     // the project used up today's exports
+	RefusedDisabled   = "disabled"   // the tier offers no exports
+	RefusedRange      = "range"      // the range is longer than the tier allows
+	RefusedRows       = "rows"       // the filter selects more rows than one file may hold
+	RefusedConcurrent = "concurrent" // the project's exports are all running
+	RefusedPerDay     = "per_day"    // the project used up today's exports
 )
 
 // LimitError is an export the tier does not allow. Msg is safe to show to
@@ -86,10 +87,10 @@ func (g *Gate) Admit(ctx context.Context, j *Job, lim Limits) (release func(), e
 		return nil, &LimitError{Reason: RefusedDisabled, Msg: fmt.Sprintf(
 			"This project's tier (%s) includes no exports.", lim.Tier)}
 	}
-	if span := j.Filter.To.Sub(j.Filter.From); lim.MaxRange > 0 && span > lim.MaxRange {
+	if d := j.Filter.To.Sub(j.Filter.From); lim.MaxRange > 0 && d > lim.MaxRange {
 		return nil, &LimitError{Reason: RefusedRange, Msg: fmt.Sprintf(
 			"The range spans %s; this project's tier (%s) exports at most %s at once. "+
-				"Narrow the range.", span.Round(time.Second), lim.Tier, days(lim.MaxRange))}
+				"Narrow the range.", spanText(d.Round(time.Second)), lim.Tier, spanText(lim.MaxRange))}
 	}
 	key := j.Scope.Account() + "/" + j.Scope.Project()
 	if !g.acquire(key, lim.Concurrent) {
@@ -155,13 +156,20 @@ func (g *Gate) release(key string) {
 	}
 }
 
-// days writes whole days as "31 days" and anything else as Go does.
-func days(d time.Duration) string {
-	if day := 24 * time.Hour; d%day == 0 {
-		n := int(d / day)
-		return strconv.Itoa(n) + " day" + plural(n)
+// spanText writes a limit's span as the tiers file does: "31d", "6h", "90m"
+// as "1h30m".
+func spanText(d time.Duration) string {
+	if day := 24 * time.Hour; d > 0 && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
 	}
-	return d.String()
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func plural(n int) string {
