@@ -284,6 +284,21 @@ func TestExportPageStatesTheRange(t *testing.T) {
 	require.Contains(t, summary, "To (exclusive)")
 	require.Contains(t, summary, "UTC")
 	require.Contains(t, text(doc.Find(`[data-testid=export-filters]`)), "high")
+	require.Contains(t, text(doc.Find(`[data-testid=export-range-rule]`)),
+		"one at exactly the To time is not")
+
+	// The upper bound: stored up to the start minus the settle delay, in UTC.
+	bound := text(doc.Find(`[data-testid=export-bound]`))
+	require.Contains(t, bound, "start minus "+e.exp.Settle().String())
+	require.Regexp(t, `stored up to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC`, bound)
+	require.Contains(t, bound, "left out")
+
+	// Projects have an Exports link for those who may export.
+	require.Equal(t, 1, doc.Find(`[data-testid=nav-exports]`).Length())
+	viewer := signIn(t, e.base, e.token(t, "acme", []string{"proj_prod"}, []string{"viewer"}))
+	status, doc = getDoc(t, viewer, e.base+"/p/proj_prod/traces")
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, 0, doc.Find(`[data-testid=nav-exports]`).Length())
 }
 
 func TestExportsOffWithoutAKey(t *testing.T) {

@@ -23,9 +23,10 @@ const (
 )
 
 // tail streams decisions as they are stored, as server-sent events whose
-// data is a rendered table row. It passes the same access check as the
-// list, checks it again every tailRecheck, and resumes from the
-// Last-Event-ID the browser sends when it reconnects.
+// data is a rendered table row. It passes the same access check and tier
+// range limit as the list, checks access again every tailRecheck, and
+// resumes from the Last-Event-ID the browser sends when it reconnects.
+// Each poll takes one of the project's query slots for its query only.
 func (s *server) tail(w http.ResponseWriter, r *http.Request) error {
 	sc, f, loc, _, err := s.listRequest(r, authz.ListTraces)
 	if err != nil {
