@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts the whole pipeline on this machine with demo traffic: ClickHouse
 # (Debian's package, installed if missing, data under .demo/), ingest with an
-# embedded NATS server, the alerter, the observatory UI and the traffic
-# generator. Prints the URL and one sign-in link per demo tenant; Ctrl-C
-# stops everything.
+# embedded NATS server, the alerter, the observatory UI (with the tiers' query
+# and export limits), the hourly retention job and the traffic generator.
+# Prints the URL and one sign-in link per demo tenant; Ctrl-C stops
+# everything.
 #
 # Environment:
 #   GUARD_CLICKHOUSE_ADDR  reuse a running ClickHouse (host:port, native)
@@ -74,11 +75,18 @@ pids+=($!)
 wait_http http://127.0.0.1:9465/healthz 60 || { tail -20 "$demo/logs/alerter.log"; exit 1; }
 
 bin/observatory serve --listen "127.0.0.1:$port" --clickhouse-addr "$ch" \
-  --policies policies --dev-key-dir "$demo/keys" --insecure-cookies \
+  --policies policies --tiers deploy/tiers.yaml --dev-key-dir "$demo/keys" --insecure-cookies \
   --nats-url nats://127.0.0.1:4222 "${allow[@]}" \
   >"$demo/logs/observatory.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/signin" 60 || { tail -20 "$demo/logs/observatory.log"; exit 1; }
+
+# Each project's tier retention, applied every hour (the first run at start).
+bin/tenants --tiers deploy/tiers.yaml --policies policies retention --every 1h \
+  --clickhouse-addr "$ch" --http-addr 127.0.0.1:9466 \
+  >"$demo/logs/retention.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.1:9466/metrics 60 || { tail -20 "$demo/logs/retention.log"; exit 1; }
 
 bin/generator --nats-url nats://127.0.0.1:4222 --rate "$rate" --invalid 0.01 \
   >"$demo/logs/generator.log" 2>&1 &
@@ -102,6 +110,7 @@ guardwatch observatory is running.
   UI:       http://127.0.0.1:$port/
   metrics:  http://127.0.0.1:9464/metrics  (ingest health: /healthz)
   alerts:   http://127.0.0.1:9465/metrics  (alerter; webhooks to private addresses are refused)
+  retention: http://127.0.0.1:9466/metrics (tenants retention, hourly, by each project's tier)
   NATS:     nats://127.0.0.1:4222           (stream GUARD, subjects guard.v1.<account>.<project>.>)
   logs:     $demo/logs/
 
