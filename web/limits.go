@@ -187,15 +187,17 @@ func queriesWord(n int) string {
 }
 
 // exportLimits are the project's export limits; ok is false when the
-// server runs without tiers, and exports then have no tier limits.
+// server runs without tiers, and exports then have no tier limits. An
+// export's range is held to the shorter of export.max_range and
+// query.max_range: an export is a query too.
 func (s *server) exportLimits(sc store.Scope) (export.Limits, bool) {
 	t := s.tier(sc)
 	if t == nil {
 		return export.Limits{}, false
 	}
 	return export.Limits{Tier: t.Name, MaxRows: t.Export.MaxRows,
-		MaxRange: t.Export.MaxRange.D(), Concurrent: t.Export.Concurrent,
-		PerDay: t.Export.PerDay}, true
+		MaxRange:   min(t.Export.MaxRange.D(), t.Query.MaxRange.D()),
+		Concurrent: t.Export.Concurrent, PerDay: t.Export.PerDay}, true
 }
 
 // retryAfter writes a Retry-After header of whole seconds, at least one.
