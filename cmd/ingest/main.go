@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -63,6 +64,7 @@ type cli struct {
 	MaxLag        uint64        `name:"max-lag" env:"GUARD_MAX_LAG" default:"100000" help:"Backlog, in undelivered messages, above which /readyz fails; 0 disables."`
 
 	HTTPAddr string `name:"http-addr" env:"GUARD_INGEST_HTTP" default:"127.0.0.1:9464" help:"Address of /metrics, /healthz and /readyz."`
+	Pprof    bool   `name:"pprof" env:"GUARD_INGEST_PPROF" help:"Serve Go profiles under /debug/pprof/ on --http-addr."`
 	LogLevel string `name:"log-level" env:"GUARD_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level."`
 
 	Lanes lanesFlags `embed:""`
@@ -274,6 +276,10 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET /healthz", healthChecks(nc, db, ing, false).Handler())
 	mux.Handle("GET /readyz", healthChecks(nc, db, ing, true).Handler())
+	if c.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -110,7 +110,9 @@ func New(cfg Config, js jetstream.JetStream, cons jetstream.Consumer, store Inse
 // stays in the stream and the ingester's memory stays bounded by a few
 // batches.
 func (in *Ingester) Run(ctx context.Context) error {
-	iter, err := in.cons.Messages(jetstream.PullMaxMessages(in.cfg.BatchSize * 2))
+	// One batch pulled ahead keeps the next batch filling during an insert;
+	// more would only hold messages in memory that the stream keeps anyway.
+	iter, err := in.cons.Messages(jetstream.PullMaxMessages(in.cfg.BatchSize))
 	if err != nil {
 		return fmt.Errorf("start consuming: %w", err)
 	}
@@ -133,7 +135,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		t.Stop()
 	}()
 
-	msgs := make(chan jetstream.Msg, in.cfg.BatchSize)
+	msgs := make(chan jetstream.Msg, min(in.cfg.BatchSize, 1024))
 	go in.pull(iter, msgs)
 	go in.watchLag(ctx)
 
