@@ -216,9 +216,7 @@ func (e *Exporter) write(ctx context.Context, j *Job, hw io.Writer) (int64, erro
 	p := newPipeline(ctx, enc, e.cfg.Workers)
 	q := store.ExportQuery{Filter: j.Filter, StoredBy: uint64(j.StoredBy.UnixMilli()),
 		WindowRows: e.cfg.WindowRows}
-	err = e.cfg.Store.Export(p.ctx, j.Scope, q, func(r *store.ExportRow) error {
-		return p.add(r.EventID, r.Raw)
-	})
+	err = e.cfg.Store.Export(p.ctx, j.Scope, q, p.addBlock)
 	rows, err := p.finish(err)
 	if err != nil {
 		return rows, err

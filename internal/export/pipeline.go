@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"unsafe"
+
+	"github.com/guardwatch/observatory/internal/store"
 )
 
 // chunkRows is the number of rows a worker encodes at a time.
@@ -13,7 +16,13 @@ const chunkRows = 256
 
 // chunk is a run of consecutive rows. Workers encode chunks in parallel;
 // the writer takes them back in order, so the file keeps the read order.
+//
+// The rows' text is copied into data, whose bytes stay unchanged from the
+// time the chunk is sent until it is reset: ids and raws are views of
+// them, valid while the chunk is encoded and written.
 type chunk struct {
+	data []byte
+	offs []int // where each row's id and raw end in data, two per row
 	ids  []string
 	raws []string
 	out  bytes.Buffer // encoded CSV or NDJSON
@@ -23,10 +32,41 @@ type chunk struct {
 }
 
 func (c *chunk) reset() {
+	c.data, c.offs = c.data[:0], c.offs[:0]
 	c.ids, c.raws, c.rows = c.ids[:0], c.raws[:0], c.rows[:0]
 	c.out.Reset()
 	c.err = nil
 	c.done = make(chan struct{})
+}
+
+// add copies one row into the chunk.
+func (c *chunk) add(id, raw []byte) {
+	c.data = append(c.data, id...)
+	c.offs = append(c.offs, len(c.data))
+	c.data = append(c.data, raw...)
+	c.offs = append(c.offs, len(c.data))
+}
+
+func (c *chunk) len() int { return len(c.offs) / 2 }
+
+// seal makes the views of the rows once data is complete.
+func (c *chunk) seal() {
+	a := 0
+	for i := 0; i < len(c.offs); i += 2 {
+		m, b := c.offs[i], c.offs[i+1]
+		c.ids = append(c.ids, view(c.data[a:m]))
+		c.raws = append(c.raws, view(c.data[m:b]))
+		a = b
+	}
+}
+
+// view is b as a string without a copy; b must not change while the
+// string is in use.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // encoder is one file format. encode runs concurrently on different
@@ -107,15 +147,25 @@ func (p *pipeline) writer() {
 	}
 }
 
-// add queues one row. It fails once the pipeline has failed.
-func (p *pipeline) add(id, raw string) error {
+// addBlock queues the rows of a block. It fails once the pipeline has
+// failed.
+func (p *pipeline) addBlock(b *store.ExportBlock) error {
+	for i := range b.Rows() {
+		if err := p.add(b.EventID(i), b.Raw(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add queues one row, copying it.
+func (p *pipeline) add(id, raw []byte) error {
 	if p.cur == nil {
 		p.cur = p.free.Get().(*chunk)
 		p.cur.reset()
 	}
-	p.cur.ids = append(p.cur.ids, id)
-	p.cur.raws = append(p.cur.raws, raw)
-	if len(p.cur.ids) < chunkRows {
+	p.cur.add(id, raw)
+	if p.cur.len() < chunkRows {
 		return nil
 	}
 	return p.send()
@@ -124,6 +174,7 @@ func (p *pipeline) add(id, raw string) error {
 func (p *pipeline) send() error {
 	c := p.cur
 	p.cur = nil
+	c.seal()
 	// The order queue first, so the writer waits for chunks in sequence.
 	select {
 	case p.order <- c:
@@ -145,7 +196,7 @@ func (p *pipeline) send() error {
 // encoder. It returns the rows written and the first error of producer,
 // encoders, writer or close.
 func (p *pipeline) finish(produceErr error) (int64, error) {
-	if produceErr == nil && p.cur != nil && len(p.cur.ids) > 0 {
+	if produceErr == nil && p.cur != nil && p.cur.len() > 0 {
 		produceErr = p.send()
 	}
 	if produceErr != nil {

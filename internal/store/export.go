@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/ch-go/proto"
 
 	"github.com/guardwatch/observatory/internal/filter"
 )
@@ -38,24 +39,34 @@ type ExportQuery struct {
 	WindowRows int
 }
 
-// ExportRow is one decision of an export: its id and the event JSON as
-// stored.
-type ExportRow struct {
-	EventID string
-	Raw     string
+// ExportBlock is a run of consecutive rows of an export, column by column
+// as ClickHouse sent them: the rows share two buffers and cost no
+// allocation each. It is valid only during the call that receives it.
+type ExportBlock struct {
+	ids, raws proto.ColStr
 }
+
+// Rows is the number of rows in the block.
+func (b *ExportBlock) Rows() int { return b.raws.Rows() }
+
+// EventID is the id of row i.
+func (b *ExportBlock) EventID(i int) []byte { return b.ids.RowBytes(i) }
+
+// Raw is the event JSON of row i as stored.
+func (b *ExportBlock) Raw(i int) []byte { return b.raws.RowBytes(i) }
 
 // Export streams the decisions of the scope that match the query to fn, in
 // the order (occurred_at, occurred_ms, event_id) ascending, each event id
-// once. It holds a bounded amount of memory whatever the number of rows:
-// the range is cut into time windows of at most WindowRows rows each
-// (single seconds holding more are read whole), and each window is read in
-// blocks. The row passed to fn is reused; fn must not keep it. An error of
+// once, a block of rows at a time. It holds a bounded amount of memory
+// whatever the number of rows: the range is cut into time windows of at
+// most WindowRows rows each (single seconds holding more are read whole),
+// and each window is read in blocks of at most exportBlockRows rows whose
+// buffers are reused. fn must not keep the block or its bytes. An error of
 // fn stops the export and is returned as is.
 //
 // Copies of one event share occurred_at, so the windows never split them.
 func (s *Store) Export(ctx context.Context, sc Scope, q ExportQuery,
-	fn func(*ExportRow) error) error {
+	fn func(*ExportBlock) error) error {
 	if err := sc.check(); err != nil {
 		return err
 	}
@@ -66,32 +77,49 @@ func (s *Store) Export(ctx context.Context, sc Scope, q ExportQuery,
 		q.WindowRows = DefaultExportWindowRows
 	}
 	windows, err := s.exportWindows(ctx, sc, q)
+	if err != nil || len(windows) == 0 {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Two connections take turns: the next window's query runs on one
+	// while this one's rows are read from the other. ClickHouse sorts a
+	// window before its first row leaves, and this way the sort overlaps
+	// the reading instead of stalling it.
+	var conns [2]*exportConn
+	defer func() {
+		cancel()
+		for _, c := range conns {
+			if c != nil {
+				c.close()
+			}
+		}
+	}()
+	for i := range min(len(windows), len(conns)) {
+		if conns[i], err = s.dialExport(ctx); err != nil {
+			return err
+		}
+	}
+	open := func(i int) (*windowRead, error) {
+		body, err := s.windowQuery(sc, q, windows[i])
+		if err != nil {
+			return nil, err
+		}
+		return conns[i%len(conns)].start(ctx, windows[i], body), nil
+	}
+	next, err := open(0)
 	if err != nil {
 		return err
 	}
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_block_size": exportBlockRows,
-	}))
-	// The next window's query runs while this one is read: ClickHouse
-	// sorts a window before its first row leaves, and this way the sort
-	// overlaps the reading instead of stalling it.
-	var row ExportRow
-	var next *windowRows
-	defer func() {
-		if next != nil {
-			next.close()
-		}
-	}()
-	for i, w := range windows {
+	for i := range windows {
 		cur := next
-		if cur == nil {
-			cur = s.openWindow(ctx, sc, q, w)
-		}
 		next = nil
 		if i+1 < len(windows) {
-			next = s.openWindow(ctx, sc, q, windows[i+1])
+			if next, err = open(i + 1); err != nil {
+				return err
+			}
 		}
-		if err := cur.each(&row, fn); err != nil {
+		if err := cur.each(fn); err != nil {
 			return err
 		}
 	}
@@ -108,50 +136,144 @@ func exportCond(sc Scope, q ExportQuery) (string, []any) {
 	return cond, args
 }
 
-// windowRows is the open result of one window, or the error opening it.
-type windowRows struct {
-	w    window
-	rows driver.Rows
-	err  error
+// exportConn is an export's connection with the two blocks its reads
+// alternate between: one is decoded into while fn reads the other.
+type exportConn struct {
+	nc    *nativeConn
+	dec   ExportBlock       // decoded into
+	spare chan *ExportBlock // holds the other block while fn does not
+	done  chan struct{}     // closed when the last read has returned
 }
 
-func (s *Store) openWindow(ctx context.Context, sc Scope, q ExportQuery, w window) *windowRows {
-	cond, args := exportCond(sc, q)
-	cond += " AND occurred_at >= ? AND occurred_at < ?"
-	args = append(args, w.start, w.end)
-	// Among copies of one event the first stored one is kept.
-	query := "SELECT event_id, raw FROM " + s.table() +
-		" WHERE " + cond +
-		" ORDER BY occurred_at, occurred_ms, event_id, ingested_at LIMIT 1 BY event_id"
-	rows, err := s.conn.Query(ctx, query, args...)
-	return &windowRows{w: w, rows: rows, err: err}
-}
-
-func (wr *windowRows) close() {
-	if wr.rows != nil {
-		wr.rows.Close()
+func (s *Store) dialExport(ctx context.Context) (*exportConn, error) {
+	nc, err := dialNative(ctx, s.cfg, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("export decisions: connect to clickhouse %s: %w", s.cfg.Addr, err)
 	}
+	c := &exportConn{nc: nc, spare: make(chan *ExportBlock, 1), done: make(chan struct{})}
+	c.spare <- &ExportBlock{}
+	close(c.done)
+	return c, nil
 }
 
-// each passes every row of the window to fn and closes the result.
-func (wr *windowRows) each(row *ExportRow, fn func(*ExportRow) error) error {
-	defer wr.close()
-	if wr.err != nil {
-		return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, wr.err)
-	}
-	for wr.rows.Next() {
-		if err := wr.rows.Scan(&row.EventID, &row.Raw); err != nil {
-			return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, err)
-		}
-		if err := fn(row); err != nil {
+// close waits for the connection's read to end and closes it.
+func (c *exportConn) close() {
+	<-c.done
+	c.nc.close()
+}
+
+// windowRead is the running query of one window.
+type windowRead struct {
+	w      window
+	c      *exportConn
+	blocks chan *ExportBlock
+	err    error // the query's error, set before blocks is closed
+}
+
+// start runs a window's query in the background once the connection's
+// previous read has ended, handing each block over in blocks.
+func (c *exportConn) start(ctx context.Context, w window, body string) *windowRead {
+	prev := c.done
+	done := make(chan struct{})
+	c.done = done
+	wr := &windowRead{w: w, c: c, blocks: make(chan *ExportBlock)}
+	go func() {
+		defer close(done)
+		defer close(wr.blocks)
+		<-prev
+		wr.err = c.nc.query(ctx, body, &c.dec, func() error {
+			var out *ExportBlock
+			select {
+			case out = <-c.spare:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			// The filled buffers go out; the spare ones are decoded into
+			// next.
+			c.dec, *out = *out, c.dec
+			select {
+			case wr.blocks <- out:
+				return nil
+			case <-ctx.Done():
+				c.spare <- out
+				return ctx.Err()
+			}
+		})
+	}()
+	return wr
+}
+
+// each passes every block of the window to fn.
+func (wr *windowRead) each(fn func(*ExportBlock) error) error {
+	for b := range wr.blocks {
+		err := fn(b)
+		wr.c.spare <- b
+		if err != nil {
 			return err
 		}
 	}
-	if err := wr.rows.Err(); err != nil {
-		return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, err)
+	if wr.err != nil {
+		return fmt.Errorf("export decisions %s..%s: %w", wr.w.start, wr.w.end, wr.err)
 	}
 	return nil
 }
+
+// windowQuery is the query text of one window, its values written in.
+func (s *Store) windowQuery(sc Scope, q ExportQuery, w window) (string, error) {
+	cond, args := exportCond(sc, q)
+	cond += " AND occurred_at >= ? AND occurred_at < ?"
+	args = append(args, w.start, w.end)
+	cond, err := bindLiterals(cond, args)
+	if err != nil {
+		return "", fmt.Errorf("export decisions: %w", err)
+	}
+	// Among copies of one event the first stored one is kept. The block
+	// size is a SETTINGS clause, which every server version reads the
+	// same way.
+	return "SELECT event_id, raw FROM " + s.table() + " WHERE " + cond +
+		" ORDER BY occurred_at, occurred_ms, event_id, ingested_at LIMIT 1 BY event_id" +
+		" SETTINGS max_block_size = " + strconv.Itoa(exportBlockRows), nil
+}
+
+// bindLiterals replaces each ? of cond with its argument written as a
+// ClickHouse literal, as clickhouse-go binds them: cond holds no other ?.
+// Strings are quoted with \, ' and NUL escaped.
+func bindLiterals(cond string, args []any) (string, error) {
+	var b strings.Builder
+	for i, a := range args {
+		q := strings.IndexByte(cond, '?')
+		if q < 0 {
+			return "", fmt.Errorf("bind: %d arguments for %d placeholders", len(args), i)
+		}
+		b.WriteString(cond[:q])
+		cond = cond[q+1:]
+		switch v := a.(type) {
+		case string:
+			b.WriteByte('\'')
+			b.WriteString(literalQuoter.Replace(v))
+			b.WriteByte('\'')
+		case time.Time:
+			b.WriteString(v.UTC().Format("toDateTime('2006-01-02 15:04:05', 'UTC')"))
+		case int8:
+			b.WriteString(strconv.FormatInt(int64(v), 10))
+		case uint16:
+			b.WriteString(strconv.FormatUint(uint64(v), 10))
+		case uint64:
+			b.WriteString(strconv.FormatUint(v, 10))
+		case float32:
+			b.WriteString("toFloat32(" + strconv.FormatFloat(float64(v), 'g', -1, 32) + ")")
+		default:
+			return "", fmt.Errorf("bind: argument %d has unsupported type %T", i, a)
+		}
+	}
+	if strings.IndexByte(cond, '?') >= 0 {
+		return "", fmt.Errorf("bind: %d arguments for more placeholders", len(args))
+	}
+	b.WriteString(cond)
+	return b.String(), nil
+}
+
+var literalQuoter = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
 
 // window is a half-open range of whole seconds of occurred_at.
 type window struct{ start, end time.Time }

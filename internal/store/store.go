@@ -37,6 +37,7 @@ type Store struct {
 	version proto.Version
 	maxPart int
 	log     *slog.Logger
+	cfg     Config // as opened, for exports' own connections
 }
 
 // Open connects, reads the server version and applies pending migrations.
@@ -79,7 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
 	}
 	s := &Store{conn: conn, db: cfg.Database, maxPart: cfg.MaxPartitionsPerBatch,
-		log: cfg.Logger.With("component", "store")}
+		log: cfg.Logger.With("component", "store"), cfg: cfg}
 
 	if err := s.connect(ctx); err != nil {
 		conn.Close()
