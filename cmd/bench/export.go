@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -26,14 +28,16 @@ import (
 // each format, each in a fresh child process so that its peak RSS is its
 // own.
 type exportCmd struct {
-	Rows     int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
-	Batch    int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
-	Days     int    `name:"days" default:"30" help:"Days the decisions are spread over."`
-	Formats  string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
-	Gzip     bool   `name:"gzip" help:"Also export each format gzipped."`
-	Database string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
-	Keep     bool   `name:"keep" help:"Keep the loaded database for another run."`
-	MemLimit int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	Rows      int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
+	Batch     int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
+	Days      int    `name:"days" default:"30" help:"Days the decisions are spread over."`
+	Formats   string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
+	Gzip      bool   `name:"gzip" help:"Also export each format gzipped."`
+	Database  string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
+	Keep      bool   `name:"keep" help:"Keep the loaded database for another run."`
+	MemLimit  int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	Profile   string `name:"profile" help:"Write each export's CPU and allocation profiles into this folder."`
+	ServerPID int    `name:"server-pid" help:"PID of a ClickHouse server on this machine, to report the CPU time it spends on each export."`
 
 	Child string `name:"child" hidden:"" help:"Run one export in this process: format[.gz]."`
 }
@@ -80,16 +84,22 @@ func (c *exportCmd) Run(root *cli) error {
 		gc = fmt.Sprintf("GOGC 200, memory limit %d MiB, as observatory export", c.MemLimit>>20)
 	}
 	fmt.Printf("\nexport of one project from %s; garbage collector: %s\n", db, gc)
-	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | peak RSS MB |\n")
-	fmt.Printf("|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | CPU s per M rows |" +
+		" server CPU s | peak RSS MB | load avg |\n")
+	fmt.Printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, f := range runs {
+		srv0 := serverCPU(c.ServerPID)
 		fig, err := c.child(ctx, root, db, f)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", f, err)
 		}
-		fmt.Printf("| %s | %d | %d | %.1f | %.0f | %.1f | %.1f |\n", fig.Format, fig.Rows,
-			fig.Bytes, fig.Seconds, float64(fig.Rows)/fig.Seconds, fig.CPU,
-			float64(fig.PeakRSS)/1024)
+		srv := "-"
+		if srv1 := serverCPU(c.ServerPID); srv0 >= 0 && srv1 >= 0 {
+			srv = fmt.Sprintf("%.1f", srv1-srv0)
+		}
+		fmt.Printf("| %s | %d | %d | %.1f | %.0f | %.1f | %.2f | %s | %.1f | %s |\n", fig.Format,
+			fig.Rows, fig.Bytes, fig.Seconds, float64(fig.Rows)/fig.Seconds, fig.CPU,
+			fig.CPU/float64(max(fig.Rows, 1))*1e6, srv, float64(fig.PeakRSS)/1024, loadAvg())
 	}
 	if c.Keep {
 		fmt.Printf("kept database %s; rerun with --database %s\n", db, db)
@@ -140,7 +150,7 @@ func (c *exportCmd) child(ctx context.Context, root *cli, db, format string) (ex
 	}
 	cmd := exec.CommandContext(ctx, self, "--clickhouse-addr", root.ClickHouseAddr, "export",
 		"--database", db, "--days", fmt.Sprint(c.Days), "--memory-limit", fmt.Sprint(c.MemLimit),
-		"--child", format)
+		"--profile", c.Profile, "--child", format)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -195,15 +205,71 @@ func (c *exportCmd) runChild(ctx context.Context, root *cli) error {
 	if err != nil {
 		return err
 	}
+	stop, err := c.startProfile()
+	if err != nil {
+		return err
+	}
 	var sink countingSink
 	began := time.Now()
 	res, err := exp.Run(ctx, job, &sink)
 	if err != nil {
 		return err
 	}
+	if err := stop(); err != nil {
+		return err
+	}
 	fig := exportFigures{Format: c.Child, Rows: res.Manifest.Rows, Bytes: sink.n,
 		Seconds: time.Since(began).Seconds(), CPU: cpuSeconds(), PeakRSS: peakRSS()}
 	return json.NewEncoder(os.Stdout).Encode(fig)
+}
+
+// startProfile starts this child's CPU profile when --profile names a
+// folder; the function it returns stops it and writes the allocation
+// profile.
+func (c *exportCmd) startProfile() (func() error, error) {
+	if c.Profile == "" {
+		return func() error { return nil }, nil
+	}
+	if err := os.MkdirAll(c.Profile, 0o755); err != nil {
+		return nil, fmt.Errorf("create profile folder: %w", err)
+	}
+	base := filepath.Join(c.Profile, c.Child)
+	f, err := os.Create(base + ".cpu.pprof")
+	if err != nil {
+		return nil, fmt.Errorf("create cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("write cpu profile: %w", err)
+		}
+		a, err := os.Create(base + ".allocs.pprof")
+		if err != nil {
+			return fmt.Errorf("create allocation profile: %w", err)
+		}
+		defer a.Close()
+		if err := pprof.Lookup("allocs").WriteTo(a, 0); err != nil {
+			return fmt.Errorf("write allocation profile: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// serverCPU is the CPU seconds process pid has used, or -1 when pid is 0
+// or unreadable.
+func serverCPU(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	s, err := procCPU(pid)
+	if err != nil {
+		return -1
+	}
+	return s
 }
 
 // countingSink discards what it is given, counting bytes.
