@@ -14,8 +14,10 @@ import (
 	"github.com/guardwatch/observatory/internal/events"
 )
 
-// MaxRange is the longest time range a filter may span.
-const MaxRange = 90 * 24 * time.Hour
+// MaxRange is the longest time range any filter may span, the longest
+// retention a tier may have; each project's tier sets its own, shorter
+// limit (deploy/tiers.yaml, query.max_range).
+const MaxRange = 730 * 24 * time.Hour
 
 // Presets are the named relative ranges, shortest first.
 var Presets = []struct {

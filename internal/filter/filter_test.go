@@ -54,7 +54,7 @@ func TestBadParametersNameThemselves(t *testing.T) {
 		"from=2026-11-01":                      "from",
 		"from=yesterday&to=2026-11-02":         "from",
 		"from=2026-11-02&to=2026-11-01":        "to",
-		"from=2026-01-01&to=2026-12-01":        "from",
+		"from=2023-01-01&to=2026-12-01":        "from",
 		"outcome=exploded":                     "outcome",
 		"severity=extreme":                     "severity",
 		"min_score=101":                        "min_score",
