@@ -13,7 +13,8 @@ import (
 // first, each event id once: the page a "newer" link shows when the
 // viewer steps back towards the head of the list. More reports whether
 // still newer rows exist; Next is then the cursor of the page's first
-// row, to pass to ListNewer again.
+// row, to pass to ListNewer again. Like List, it searches the keys in
+// growing windows, forward in time from the cursor.
 func (s *Store) ListNewer(ctx context.Context, sc Scope, f filter.Filter, before Cursor,
 	limit int) (Page, error) {
 	if err := sc.check(); err != nil {
@@ -33,33 +34,22 @@ func (s *Store) ListNewer(ctx context.Context, sc Scope, f filter.Filter, before
 	cond += ` AND occurred_at >= ? AND (occurred_at > ? OR (occurred_at = ? AND
  (occurred_ms > ? OR (occurred_ms = ? AND event_id > ?))))`
 	args = append(args, sec, sec, sec, msOf(at), msOf(at), before.EventID)
-	q := "SELECT " + listColumns + " FROM " + s.table() + " WHERE " + cond +
-		" ORDER BY occurred_at ASC, occurred_ms ASC, event_id ASC" +
-		fmt.Sprintf(" LIMIT 1 BY event_id LIMIT %d", limit+1)
-
-	rows, err := s.conn.Query(ctx, q, args...)
+	keys, err := s.pageKeys(ctx, keySearch{cond: cond, args: args, anchor: at, bound: f.To,
+		older: false, n: limit + 1})
 	if err != nil {
 		return Page{}, fmt.Errorf("list newer decisions: %w", err)
 	}
-	defer rows.Close()
 
 	var page Page
-	for rows.Next() {
-		d, err := scanDecision(rows)
-		if err != nil {
-			return Page{}, fmt.Errorf("list newer decisions: %w", err)
-		}
-		page.Rows = append(page.Rows, d)
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("list newer decisions: %w", err)
-	}
-	if len(page.Rows) > limit {
-		page.Rows = page.Rows[:limit]
+	if len(keys) > limit {
+		keys = keys[:limit]
 		page.More = true
 	}
+	if page.Rows, err = s.fetchRows(ctx, sc, keys); err != nil {
+		return Page{}, fmt.Errorf("list newer decisions: %w", err)
+	}
 	slices.Reverse(page.Rows)
-	if page.More {
+	if page.More && len(page.Rows) > 0 {
 		first := page.Rows[0]
 		page.Next = Cursor{At: first.OccurredAt, EventID: first.EventID}
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -144,6 +145,13 @@ func msOf(t time.Time) uint16 { return uint16(t.Nanosecond() / 1e6) }
 // List returns one page of decisions in the scope that match the filter,
 // newest first, each event id once. Keyset pagination on (time, event id)
 // neither skips nor repeats rows when timestamps tie or new rows arrive.
+//
+// ClickHouse 18.16 cannot read in key order, and LIMIT BY turns off its
+// partial sort: a single query would read and fully sort every column of
+// every row in the range. So the page is found in two steps: the keys of
+// the page, searched in growing time windows back from the cursor (most
+// pages are found in the first hour), then the displayed columns of only
+// those rows.
 func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Cursor,
 	limit int) (Page, error) {
 	if err := sc.check(); err != nil {
@@ -154,6 +162,7 @@ func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Curso
 	}
 
 	cond, args := where(sc, f)
+	anchor := f.To
 	if !after.IsZero() {
 		at := after.At.UTC()
 		sec := at.Truncate(time.Second)
@@ -161,37 +170,216 @@ func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Curso
 		cond += ` AND occurred_at <= ? AND (occurred_at < ? OR (occurred_at = ? AND
  (occurred_ms < ? OR (occurred_ms = ? AND event_id < ?))))`
 		args = append(args, sec, sec, sec, msOf(at), msOf(at), after.EventID)
+		anchor = at
 	}
-	q := "SELECT " + listColumns + " FROM " + s.table() + " WHERE " + cond +
-		" ORDER BY occurred_at DESC, occurred_ms DESC, event_id DESC" +
-		fmt.Sprintf(" LIMIT 1 BY event_id LIMIT %d", limit+1)
-
-	rows, err := s.conn.Query(ctx, q, args...)
+	keys, err := s.pageKeys(ctx, keySearch{cond: cond, args: args, anchor: anchor,
+		bound: f.From, older: true, n: limit + 1})
 	if err != nil {
 		return Page{}, fmt.Errorf("list decisions: %w", err)
 	}
-	defer rows.Close()
 
 	var page Page
-	for rows.Next() {
-		d, err := scanDecision(rows)
-		if err != nil {
-			return Page{}, fmt.Errorf("list decisions: %w", err)
-		}
-		page.Rows = append(page.Rows, d)
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("list decisions: %w", err)
-	}
-	if len(page.Rows) > limit {
-		page.Rows = page.Rows[:limit]
+	if len(keys) > limit {
+		keys = keys[:limit]
 		page.More = true
+	}
+	if page.Rows, err = s.fetchRows(ctx, sc, keys); err != nil {
+		return Page{}, fmt.Errorf("list decisions: %w", err)
 	}
 	if n := len(page.Rows); n > 0 && page.More {
 		last := page.Rows[n-1]
 		page.Next = Cursor{At: last.OccurredAt, EventID: last.EventID}
 	}
 	return page, nil
+}
+
+// rowKey is the sort key of one decision row.
+type rowKey struct {
+	sec time.Time // occurred_at, whole seconds
+	ms  uint16
+	id  string
+}
+
+// keySearch is a search for the first n keys, in one direction, of the
+// rows matching cond.
+type keySearch struct {
+	cond   string
+	args   []any
+	anchor time.Time // where the search starts; zero for now
+	bound  time.Time // the filter's far end in the direction, if any
+	older  bool      // newest first from the anchor; else oldest first
+	n      int
+}
+
+// keyWindows are the ends of the windows searched in turn, as distances
+// from the anchor: each window is six times the span of the one before,
+// so a sparse filter costs a few more queries, not a read of more rows.
+var keyWindows = []time.Duration{time.Hour, 6 * time.Hour, 36 * time.Hour, 9 * 24 * time.Hour}
+
+// pageKeys returns the keys of the first n distinct decisions of the
+// search in its order. The windows split the range on whole seconds and
+// redelivered copies share their time, so copies fall in one window and
+// LIMIT 1 BY drops them there; ids seen in an earlier window are dropped
+// here as well.
+func (s *Store) pageKeys(ctx context.Context, ks keySearch) ([]rowKey, error) {
+	anchor := ks.anchor
+	if anchor.IsZero() {
+		anchor = time.Now()
+	}
+	anchor = anchor.UTC().Truncate(time.Second)
+	order := "DESC"
+	if !ks.older {
+		order = "ASC"
+	}
+	var keys []rowKey
+	seen := map[string]bool{}
+	var near time.Duration // the window's end nearest the anchor
+	for i := 0; len(keys) < ks.n; i++ {
+		cond, args := ks.cond, ks.args
+		// The first window is open towards the anchor, the last one away
+		// from it; the search's own conditions bound both ends.
+		if i > 0 {
+			cond, args = windowEdge(cond, args, ks.older, false, anchor, near)
+		}
+		last := i == len(keyWindows)
+		if !last {
+			far := keyWindows[i]
+			edge := shift(anchor, far, ks.older)
+			if !ks.bound.IsZero() && !beyond(edge, ks.bound, ks.older) {
+				last = true
+			} else {
+				cond, args = windowEdge(cond, args, ks.older, true, anchor, far)
+			}
+			near = far
+		}
+		found, err := s.windowKeys(ctx, cond, args, order, ks.n-len(keys), seen)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, found...)
+		if last {
+			break
+		}
+	}
+	return keys, nil
+}
+
+// shift moves t by d away from the anchor's side: back in time for a
+// newest-first search.
+func shift(t time.Time, d time.Duration, older bool) time.Time {
+	if older {
+		return t.Add(-d)
+	}
+	return t.Add(d)
+}
+
+// beyond reports whether edge lies strictly inside the range that ends
+// at bound, seen from the anchor.
+func beyond(edge, bound time.Time, older bool) bool {
+	if older {
+		return edge.After(bound)
+	}
+	return edge.Before(bound)
+}
+
+// windowEdge adds one edge of a window d away from the anchor: the far
+// edge is inclusive, the near edge of a later window exclusive, so that
+// consecutive windows neither overlap nor leave a gap.
+func windowEdge(cond string, args []any, older, far bool, anchor time.Time,
+	d time.Duration) (string, []any) {
+	op := map[[2]bool]string{{true, true}: ">=", {true, false}: "<",
+		{false, true}: "<", {false, false}: ">="}[[2]bool{older, far}]
+	args = append(slices.Clip(args), shift(anchor, d, older))
+	return cond + " AND occurred_at " + op + " ?", args
+}
+
+// windowKeys returns up to n keys of distinct decisions in one window
+// whose ids are not in seen, and adds them to seen. It asks for more rows
+// while ids seen in earlier windows fill the answer.
+func (s *Store) windowKeys(ctx context.Context, cond string, args []any, order string, n int,
+	seen map[string]bool) ([]rowKey, error) {
+	for ask := n; ; {
+		q := "SELECT occurred_at, occurred_ms, event_id FROM " + s.table() + " WHERE " + cond +
+			" ORDER BY occurred_at " + order + ", occurred_ms " + order + ", event_id " + order +
+			fmt.Sprintf(" LIMIT 1 BY event_id LIMIT %d", ask)
+		rows, err := s.conn.Query(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		var keys []rowKey
+		got := 0
+		for rows.Next() {
+			var k rowKey
+			if err := rows.Scan(&k.sec, &k.ms, &k.id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			got++
+			if !seen[k.id] && len(keys) < n {
+				keys = append(keys, k)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if len(keys) == n || got < ask {
+			for _, k := range keys {
+				seen[k.id] = true
+			}
+			return keys, nil
+		}
+		ask += n - len(keys)
+	}
+}
+
+// fetchRows reads the list columns of the rows with the keys, in the
+// keys' order. The keys' time span bounds the read and the ids select the
+// rows within it, so only the granules holding the page are read in full.
+// A key whose row is gone meanwhile (a tenant deletion) is left out.
+func (s *Store) fetchRows(ctx context.Context, sc Scope, keys []rowKey) ([]Decision, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	lo, hi := keys[0].sec, keys[0].sec
+	ids := make([]any, len(keys))
+	for i, k := range keys {
+		lo, hi = minTime(lo, k.sec), maxTime(hi, k.sec)
+		ids[i] = k.id
+	}
+	q := "SELECT " + listColumns + " FROM " + s.table() +
+		" PREWHERE event_id IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") +
+		") WHERE account_id = ? AND project_id = ? AND occurred_at >= ? AND occurred_at <= ?" +
+		" LIMIT 1 BY occurred_at, occurred_ms, event_id"
+	args := append(ids, sc.account, sc.project, lo, hi)
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	byKey := make(map[rowKey]Decision, len(keys))
+	for rows.Next() {
+		d, err := scanDecision(rows)
+		if err != nil {
+			return nil, err
+		}
+		byKey[rowKeyOf(d)] = d
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Decision, 0, len(keys))
+	for _, k := range keys {
+		if d, ok := byKey[k]; ok {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func rowKeyOf(d Decision) rowKey {
+	sec := d.OccurredAt.Truncate(time.Second)
+	return rowKey{sec: sec, ms: uint16(d.OccurredAt.Sub(sec) / time.Millisecond), id: d.EventID}
 }
 
 type scanner interface {
