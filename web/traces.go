@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/guardwatch/observatory/internal/authz"
@@ -88,18 +89,21 @@ func (s *server) traces(w http.ResponseWriter, r *http.Request) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), s.QueryTimeout)
 	defer cancel()
-	page, err := s.listPage(ctx, sc, f, after, before, size)
-	if err != nil {
-		return err
-	}
-	total, err := s.Store.Count(ctx, sc, f)
-	if err != nil {
-		return err
-	}
+	// The page and the facets are independent queries: run them at once.
+	// The facets' outcome counts give the total.
+	var page store.Page
+	var listErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { page, listErr = s.listPage(ctx, sc, f, after, before, size) })
 	facets, err := s.Store.Facets(ctx, sc, f)
+	wg.Wait()
+	if listErr != nil {
+		return listErr
+	}
 	if err != nil {
 		return err
 	}
+	total := facets.Total()
 	done()
 
 	path := projectPath(project, "traces")
