@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ type queriesCmd struct {
 	Policies  string `name:"policies" default:"policies" help:"Cedar policy directory."`
 	Database  string `name:"database" help:"Database to create; default bench_queries_<unix>."`
 	Keep      bool   `name:"keep" help:"Keep the database at the end."`
+	Reuse     bool   `name:"reuse" help:"Reuse --database as a previous --keep run left it: load only missing rows; a step below the stored neighbour rows must be 0 and is measured with the neighbour's partitions detached (and attached again after)."`
+	Pprof     string `name:"pprof" help:"Write a CPU profile of the measured requests to this file."`
+	Only      string `name:"only" help:"Measure only the pages whose name contains this text."`
+	Rounds    int    `name:"rounds" default:"1" help:"Above 1: load the last step first, then measure the steps in this many interleaved rounds of requests/rounds each (steps must be 0 or the last one), so that a shared machine's load drifts over every step alike."`
 }
 
 const (
@@ -64,6 +69,9 @@ func (c *queriesCmd) Run(root *cli) error {
 	}
 	db := c.Database
 	if db == "" {
+		if c.Reuse {
+			return fmt.Errorf("--reuse needs --database")
+		}
 		db = fmt.Sprintf("bench_queries_%d", time.Now().Unix())
 	}
 	st, err := store.Open(ctx, store.Config{Addr: root.ClickHouseAddr, Database: db,
@@ -72,17 +80,24 @@ func (c *queriesCmd) Run(root *cli) error {
 		return err
 	}
 	defer st.Close()
-	if !c.Keep {
+	if !c.Keep && !c.Reuse {
 		defer func() { _ = st.Conn().Exec(context.Background(), "DROP DATABASE IF EXISTS "+db) }()
 	}
 
-	h, token, cleanup, err := c.server(ctx, st)
+	viewed, loaded, now, err := c.stored(ctx, st)
+	if err != nil {
+		return err
+	}
+	// The pages see the clock of the data: a reused database's rows stay
+	// where a fresh load would put them relative to "now".
+	start := time.Now()
+	clock := func() time.Time { return now.Add(time.Since(start)) }
+	h, token, cleanup, err := c.server(ctx, st, clock)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 
-	now := time.Now().UTC().Truncate(time.Second)
 	fmt.Printf("\nqueries: server time of the UI pages of %s/%s (%d rows over %d days) "+
 		"while %s/%s grows; database %s\n", qAccount, qViewed, c.Viewed, qDays, qAccount, qNeighbour, db)
 	fmt.Printf("measured in-process: web.NewServer (real Cedar authz from %s, minted dev token as "+
@@ -91,46 +106,58 @@ func (c *queriesCmd) Run(root *cli) error {
 		"after one warm-up request.\n", c.Policies, c.Requests)
 	fmt.Printf("load average at start: %s\n", loadAvg())
 
-	var next uint64 // the generator's global row number: unique event ids
-	t0 := time.Now()
-	if err := c.load(ctx, st, qViewed, next, c.Viewed, now); err != nil {
-		return err
+	if viewed == 0 {
+		t0 := time.Now()
+		if err := c.load(ctx, st, qViewed, 0, c.Viewed, now); err != nil {
+			return err
+		}
+		fmt.Printf("loaded %d rows of %s in %.1fs\n", c.Viewed, qViewed, time.Since(t0).Seconds())
+	} else {
+		fmt.Printf("reused %d rows of %s and %d of %s, clock set to %s\n", c.Viewed, qViewed,
+			loaded, qNeighbour, now.Format(time.RFC3339))
 	}
-	next += uint64(c.Viewed)
-	fmt.Printf("loaded %d rows of %s in %.1fs\n", c.Viewed, qViewed, time.Since(t0).Seconds())
+	// The generator's global row number, which keeps event ids unique.
+	next := uint64(c.Viewed) + uint64(loaded)
+	detached := detachedParts{st: st}
+	defer detached.attach(context.Background())
 
 	pages, err := c.pages(ctx, st)
 	if err != nil {
 		return err
 	}
+	pages = slices.DeleteFunc(pages, func(p qPage) bool { return !strings.Contains(p.name, c.Only) })
 
-	var results []qResult
-	loaded := 0
-	for _, n := range steps {
-		if n > loaded {
-			t0 := time.Now()
-			// Each step's rows spread over the same 30 days as the viewed project.
-			if err := c.load(ctx, st, qNeighbour, next, n-loaded, now); err != nil {
-				return err
-			}
-			next += uint64(n - loaded)
-			fmt.Printf("loaded %d more rows of %s in %.1fs\n", n-loaded, qNeighbour, time.Since(t0).Seconds())
-			loaded = n
-		}
-		if err := waitMerges(ctx, st, 5*time.Minute); err != nil {
-			return err
-		}
-		total, parts, err := tableStats(ctx, st)
+	stopProfile, err := startProfile(c.Pprof)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+
+	if c.Rounds > 1 {
+		results, err := c.interleaved(ctx, st, h, token, pages, steps, &loaded, next, now,
+			&detached)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("step: neighbour %d rows, table %d rows in %d active parts, load average %s\n",
-			n, total, parts, loadAvg())
+		printQueries(results, steps)
+		fmt.Printf("load average at end: %s\n", loadAvg())
+		return nil
+	}
+	var results []qResult
+	for _, n := range steps {
+		if err := c.step(ctx, st, n, &loaded, &next, now, &detached); err != nil {
+			return err
+		}
+		total, err := stepStats(ctx, st, n)
+		if err != nil {
+			return err
+		}
 		for _, p := range pages {
-			r, err := measure(h, token, p, c.Requests)
+			ds, size, err := measure(h, token, p, c.Requests)
 			if err != nil {
 				return err
 			}
+			r := summarize(p.name, ds, size)
 			r.neighbour, r.total = n, total
 			fmt.Fprintf(os.Stderr, "  %s: p50 %s ms, p95 %s ms\n", p.name, qms(r.p50), qms(r.p95))
 			results = append(results, r)
@@ -139,6 +166,204 @@ func (c *queriesCmd) Run(root *cli) error {
 	printQueries(results, steps)
 	fmt.Printf("load average at end: %s\n", loadAvg())
 	return nil
+}
+
+// step brings the neighbour to n rows: loading what is missing, or with
+// n = 0 on a database that holds more, detaching its partitions.
+func (c *queriesCmd) step(ctx context.Context, st *store.Store, n int, loaded *int, next *uint64,
+	now time.Time, detached *detachedParts) error {
+	switch {
+	case n == 0 && *loaded > 0:
+		if err := detached.detach(ctx); err != nil {
+			return err
+		}
+	case n > 0 && detached.any():
+		if err := detached.attach(ctx); err != nil {
+			return err
+		}
+	}
+	if n > 0 && n < *loaded {
+		return fmt.Errorf("neighbour step %d below the %d stored rows", n, *loaded)
+	}
+	if n > *loaded {
+		t0 := time.Now()
+		// Each step's rows spread over the same 30 days as the viewed project.
+		if err := c.load(ctx, st, qNeighbour, *next, n-*loaded, now); err != nil {
+			return err
+		}
+		*next += uint64(n - *loaded)
+		fmt.Printf("loaded %d more rows of %s in %.1fs\n", n-*loaded, qNeighbour,
+			time.Since(t0).Seconds())
+		*loaded = n
+	}
+	return waitMerges(ctx, st, 5*time.Minute)
+}
+
+// stepStats prints and returns the table's rows at a step.
+func stepStats(ctx context.Context, st *store.Store, n int) (uint64, error) {
+	total, parts, err := tableStats(ctx, st)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Printf("step: neighbour %d rows, table %d rows in %d active parts, load average %s\n",
+		n, total, parts, loadAvg())
+	return total, nil
+}
+
+// interleaved loads the last step, then measures the steps in c.Rounds
+// rounds, alternating their order, and pools each page's times per step.
+func (c *queriesCmd) interleaved(ctx context.Context, st *store.Store, h http.Handler,
+	token string, pages []qPage, steps []int, loaded *int, next uint64, now time.Time,
+	detached *detachedParts) ([]qResult, error) {
+	top := steps[len(steps)-1]
+	for _, n := range steps {
+		if n != 0 && n != top {
+			return nil, fmt.Errorf("--rounds: step %d is neither 0 nor the last step", n)
+		}
+	}
+	steps = slices.Compact(slices.Clone(steps))
+	if err := c.step(ctx, st, top, loaded, &next, now, detached); err != nil {
+		return nil, err
+	}
+	per := max(1, c.Requests/c.Rounds)
+	times := map[[2]int][]time.Duration{} // (step index, page index)
+	sizes := map[[2]int]int{}
+	totals := map[int]uint64{}
+	for round := range c.Rounds {
+		order := slices.Clone(steps)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, n := range order {
+			if err := c.step(ctx, st, n, loaded, &next, now, detached); err != nil {
+				return nil, err
+			}
+			total, err := stepStats(ctx, st, n)
+			if err != nil {
+				return nil, err
+			}
+			totals[n] = total
+			si := slices.Index(steps, n)
+			for pi, p := range pages {
+				ds, size, err := measure(h, token, p, per)
+				if err != nil {
+					return nil, err
+				}
+				times[[2]int{si, pi}] = append(times[[2]int{si, pi}], ds...)
+				sizes[[2]int{si, pi}] = size
+			}
+		}
+	}
+	var out []qResult
+	for si, n := range steps {
+		for pi, p := range pages {
+			r := summarize(p.name, times[[2]int{si, pi}], sizes[[2]int{si, pi}])
+			r.neighbour, r.total = n, totals[n]
+			fmt.Fprintf(os.Stderr, "  neighbour %d, %s: p50 %s ms, p95 %s ms\n", n, p.name,
+				qms(r.p50), qms(r.p95))
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// stored returns, with --reuse, the rows of the viewed and the neighbour
+// project a previous run left and the time that run loaded them at (one
+// second after the newest row); zeros and the current time without
+// --reuse or when the database is new. The viewed project must hold
+// exactly --viewed rows.
+func (c *queriesCmd) stored(ctx context.Context, st *store.Store) (viewed uint64, neighbour int,
+	now time.Time, err error) {
+	now = time.Now().UTC().Truncate(time.Second)
+	if !c.Reuse {
+		return 0, 0, now, nil
+	}
+	var v, n uint64
+	var newest time.Time
+	q := "SELECT countIf(project_id = ?), countIf(project_id = ?), maxIf(occurred_at, " +
+		"project_id = ?) FROM " + st.Database() + ".decisions WHERE account_id = ?"
+	err = st.Conn().QueryRow(ctx, q, qViewed, qNeighbour, qViewed, qAccount).Scan(&v, &n, &newest)
+	if err != nil {
+		return 0, 0, now, fmt.Errorf("count stored rows: %w", err)
+	}
+	switch {
+	case v == 0 && n != 0:
+		return 0, 0, now, fmt.Errorf("--reuse: %s is empty but %s is not", qViewed, qNeighbour)
+	case v == 0:
+		return 0, 0, now, nil
+	case v != uint64(c.Viewed):
+		return 0, 0, now, fmt.Errorf("--reuse: %s holds %d rows, not --viewed %d", qViewed, v,
+			c.Viewed)
+	}
+	return v, int(n), newest.UTC().Add(time.Second), nil
+}
+
+// detachedParts detaches the neighbour's partitions to measure a step
+// without it on a reused database, and attaches them again after. Both
+// are metadata operations: no rows are copied.
+type detachedParts struct {
+	st  *store.Store
+	ids []string
+}
+
+func (d *detachedParts) any() bool { return len(d.ids) > 0 }
+
+func (d *detachedParts) detach(ctx context.Context) error {
+	rows, err := d.st.Conn().Query(ctx, "SELECT DISTINCT partition_id FROM system.parts"+
+		" WHERE database = ? AND table = 'decisions' AND active AND partition LIKE ?",
+		d.st.Database(), "%'"+qNeighbour+"'%")
+	if err != nil {
+		return fmt.Errorf("list neighbour partitions: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("list neighbour partitions: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list neighbour partitions: %w", err)
+	}
+	for _, id := range ids {
+		q := "ALTER TABLE " + d.st.Database() + ".decisions DETACH PARTITION ID '" + id + "'"
+		if err := d.st.Conn().Exec(ctx, q); err != nil {
+			return fmt.Errorf("detach neighbour partition %s: %w", id, err)
+		}
+		d.ids = append(d.ids, id)
+	}
+	fmt.Printf("detached %d partitions of %s for the step without it\n", len(ids), qNeighbour)
+	return nil
+}
+
+func (d *detachedParts) attach(ctx context.Context) error {
+	for len(d.ids) > 0 {
+		id := d.ids[0]
+		q := "ALTER TABLE " + d.st.Database() + ".decisions ATTACH PARTITION ID '" + id + "'"
+		if err := d.st.Conn().Exec(ctx, q); err != nil {
+			return fmt.Errorf("attach neighbour partition %s: %w", id, err)
+		}
+		d.ids = d.ids[1:]
+	}
+	return nil
+}
+
+// startProfile starts a CPU profile of this process when path is set.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func parseSteps(s string) ([]int, error) {
@@ -158,7 +383,8 @@ func parseSteps(s string) ([]int, error) {
 
 // server builds the observatory handler as cmd/observatory does, with a dev
 // signing key in a temporary directory, and mints a viewer token for acme.
-func (c *queriesCmd) server(ctx context.Context, st *store.Store) (http.Handler, string, func(), error) {
+func (c *queriesCmd) server(ctx context.Context, st *store.Store,
+	clock func() time.Time) (http.Handler, string, func(), error) {
 	keyDir, err := os.MkdirTemp("", "bench-queries-key")
 	if err != nil {
 		return nil, "", nil, err
@@ -183,7 +409,7 @@ func (c *queriesCmd) server(ctx context.Context, st *store.Store) (http.Handler,
 	}
 	h, err := web.NewServer(web.Deps{Store: st, Verifier: v, Authz: eng,
 		SessionSecret: []byte("bench-queries-secret-0123456789abcdef"),
-		Logger:        slog.New(slog.DiscardHandler), QueryTimeout: time.Minute})
+		Logger:        slog.New(slog.DiscardHandler), QueryTimeout: time.Minute, Now: clock})
 	if err != nil {
 		return fail(err)
 	}
@@ -241,9 +467,9 @@ func (c *queriesCmd) pages(ctx context.Context, st *store.Store) ([]qPage, error
 	}, nil
 }
 
-// measure requests a page n times after one warm-up and returns its
-// percentiles. Every answer must be 200.
-func measure(h http.Handler, token string, p qPage, n int) (qResult, error) {
+// measure requests a page n times after one warm-up and returns the times
+// and the mean body size. Every answer must be 200.
+func measure(h http.Handler, token string, p qPage, n int) ([]time.Duration, int, error) {
 	do := func(path string) (time.Duration, int, error) {
 		req := httptest.NewRequest(http.MethodGet, "http://observatory.local"+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -257,21 +483,26 @@ func measure(h http.Handler, token string, p qPage, n int) (qResult, error) {
 		return d, rec.Body.Len(), nil
 	}
 	if _, _, err := do(p.paths[0]); err != nil {
-		return qResult{}, err
+		return nil, 0, err
 	}
 	ds := make([]time.Duration, 0, n)
 	size := 0
 	for i := range n {
 		d, b, err := do(p.paths[i%len(p.paths)])
 		if err != nil {
-			return qResult{}, err
+			return nil, 0, err
 		}
 		ds = append(ds, d)
 		size += b
 	}
-	slices.Sort(ds)
-	return qResult{page: p.name, p50: qPct(ds, 0.50), p95: qPct(ds, 0.95), max: ds[len(ds)-1],
-		bytes: size / n}, nil
+	return ds, size / n, nil
+}
+
+// summarize returns a page's percentiles over its request times.
+func summarize(page string, ds []time.Duration, size int) qResult {
+	ds = slices.Sorted(slices.Values(ds))
+	return qResult{page: page, p50: qPct(ds, 0.50), p95: qPct(ds, 0.95), max: ds[len(ds)-1],
+		bytes: size}
 }
 
 // qPct is the nearest-rank percentile of sorted durations.
