@@ -30,7 +30,7 @@ func FuzzCSVWriter(f *testing.F) {
 		if err := enc.encode(c, &workerState{}); err != nil {
 			return // a stored row the exporter cannot read is reported, not written
 		}
-		out := c.out.String()
+		out := string(c.out)
 		if !strings.HasSuffix(out, "\r\n") {
 			t.Fatalf("record does not end in CR LF: %q", out)
 		}
@@ -53,7 +53,7 @@ func FuzzCSVWriter(f *testing.F) {
 		for i, col := range csvColumns {
 			got := recs[0][i]
 			// The reader turns CR LF inside a quoted value into LF.
-			want := strings.ReplaceAll(neutralise(col.cell(&row)), "\r\n", "\n")
+			want := strings.ReplaceAll(neutralise(string(col.cell(nil, &row))), "\r\n", "\n")
 			if got != want {
 				t.Fatalf("column %s: read back %q, want %q", col.name, got, want)
 			}

@@ -79,6 +79,51 @@ func appendLine(dst []byte, raw string, previews bool) ([]byte, error) {
 // whitespace outside strings and no control characters anywhere. Stored
 // events are compact already, so most lines are copied as they are.
 func compactJSON(s string) bool {
+	if hasControl(s) {
+		return false
+	}
+	if strings.IndexByte(s, '\\') >= 0 {
+		return compactEscaped(s)
+	}
+	// Without escapes every quote opens or closes a string, so a space is
+	// inside one exactly when an odd number of quotes precede it.
+	in := false
+	for {
+		sp := strings.IndexByte(s, ' ')
+		if sp < 0 {
+			return in == (strings.Count(s, `"`)%2 == 1)
+		}
+		if strings.Count(s[:sp], `"`)%2 == 1 {
+			in = !in
+		}
+		if !in {
+			return false
+		}
+		s = s[sp+1:]
+	}
+}
+
+// hasControl reports whether s holds a byte below 0x20, eight bytes at a
+// time.
+func hasControl(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		// A byte below 0x20 borrows into its high bit; one of 0x80 or
+		// more is masked off by ^x.
+		if x := load64(s[i : i+8]); (x-0x20*ones)&^x&highs != 0 {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] < 0x20 {
+			return true
+		}
+	}
+	return false
+}
+
+// compactEscaped is compactJSON for text with escapes, byte by byte.
+func compactEscaped(s string) bool {
 	in, esc := false, false
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"slices"
@@ -26,38 +25,32 @@ type csvEncoder struct {
 }
 
 func newCSVEncoder(out io.Writer, previews bool) (*csvEncoder, error) {
-	var b bytes.Buffer
-	if err := newCSVRecords(&b).write(CSVHeader()); err != nil {
+	header, err := csvHeader()
+	if err != nil {
 		return nil, err
 	}
-	if _, err := out.Write(b.Bytes()); err != nil {
+	if _, err := out.Write(header); err != nil {
 		return nil, fmt.Errorf("write csv header: %w", err)
 	}
 	return &csvEncoder{out: out, previews: previews}, nil
 }
 
 func (e *csvEncoder) encode(c *chunk, ws *workerState) error {
-	cw := newCSVRecords(&c.out)
-	if ws.rec == nil {
-		ws.rec = make([]string, len(csvColumns))
-	}
-	rec := ws.rec
 	ws.fl.previews = e.previews
-	var r flatRow
+	r := &ws.row
 	for i, raw := range c.raws {
-		if err := ws.fl.flatten(validUTF8(raw), &r); err != nil {
+		ws.fl.arena = ws.fl.arena[:0] // the previous row is written
+		if err := ws.fl.flatten(validUTF8(raw), r); err != nil {
 			return fmt.Errorf("event %s: %w", c.ids[i], err)
 		}
-		csvRecord(&r, rec)
-		if err := cw.write(rec); err != nil {
-			return err
-		}
+		c.out = appendCSVRecord(c.out, r, &ws.tmp)
 	}
+	*r = flatRow{} // no references into the chunk once it is written
 	return nil
 }
 
 func (e *csvEncoder) write(c *chunk) error {
-	_, err := e.out.Write(c.out.Bytes())
+	_, err := e.out.Write(c.out)
 	return err
 }
 
@@ -70,18 +63,17 @@ type ndjsonEncoder struct {
 }
 
 func (e *ndjsonEncoder) encode(c *chunk, _ *workerState) error {
+	var err error
 	for i, raw := range c.raws {
-		b, err := appendLine(c.out.AvailableBuffer(), raw, e.previews)
-		if err != nil {
+		if c.out, err = appendLine(c.out, raw, e.previews); err != nil {
 			return fmt.Errorf("event %s: %w", c.ids[i], err)
 		}
-		c.out.Write(b)
 	}
 	return nil
 }
 
 func (e *ndjsonEncoder) write(c *chunk) error {
-	_, err := e.out.Write(c.out.Bytes())
+	_, err := e.out.Write(c.out)
 	return err
 }
 
@@ -111,6 +103,9 @@ func newParquetEncoder(out io.Writer, previews bool, meta map[string]string) *pa
 func (e *parquetEncoder) encode(c *chunk, ws *workerState) error {
 	c.rows = slices.Grow(c.rows[:0], len(c.raws))[:len(c.raws)]
 	ws.fl.previews = e.previews
+	// The rows' text stays in the chunk until it is written.
+	ws.fl.arena = c.text[:0]
+	defer func() { c.text, ws.fl.arena = ws.fl.arena, nil }()
 	for i, raw := range c.raws {
 		if err := ws.fl.flatten(validUTF8(raw), &c.rows[i]); err != nil {
 			return fmt.Errorf("event %s: %w", c.ids[i], err)

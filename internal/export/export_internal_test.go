@@ -2,10 +2,12 @@ package export
 
 import (
 	"bytes"
+	"encoding/csv"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/stretchr/testify/require"
@@ -32,11 +34,51 @@ func TestNeutralise(t *testing.T) {
 	}
 }
 
+// Cells are written as encoding/csv writes the neutralised value, with
+// CR and LF inside values kept, so that any CSV reader reads them back.
+func TestCSVFieldsAreWrittenAsEncodingCSVWritesThem(t *testing.T) {
+	cells := []string{"", "plain", "=1+1", "'q", "a,b", `say "hi"`, "x\r\ny", "\ny", " lead",
+		"\u00a0nb", "\u2003em", `\.`, `\x`, "\t=", "\r", "-", "é,", "\xff\xfe", "\v", "a\"",
+		"@,\"", "trail "}
+	// And random strings over the bytes that matter.
+	const alphabet = " ,\"'=+-@\t\r\n\\.ax\xc2\xa0"
+	for i := range 2000 {
+		b := make([]byte, i%7)
+		for j := range b {
+			b[j] = alphabet[(i*7+j*13+i/7)%len(alphabet)]
+		}
+		cells = append(cells, string(b))
+	}
+	for _, cell := range cells {
+		var want bytes.Buffer
+		w := csv.NewWriter(&want)
+		require.NoError(t, w.Write([]string{neutralise(cell), "end"}))
+		w.Flush()
+		got := appendCSVField(nil, []byte(cell))
+		require.Equal(t, want.String(), string(got)+",end\n", "%q", cell)
+		if plainCell([]byte(cell)) {
+			require.Equal(t, cell, string(got), "a plain cell is written as it is")
+		}
+	}
+}
+
+// The CSV time layout is timeLayout's, for every millisecond.
+func TestAppendTimeFollowsTheLayout(t *testing.T) {
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, d := range []time.Duration{0, 7 * time.Millisecond, 999*time.Millisecond + 999,
+		-400 * 24 * time.Hour, 1 << 62, -1 << 62, 12345678901 * time.Millisecond} {
+		tm := base.Add(d).In(time.FixedZone("x", 3600))
+		require.Equal(t, formatTime(tm), string(appendTime(nil, tm)), "%v", tm)
+	}
+	require.Equal(t, "0999-01-01T00:00:00.000Z",
+		string(appendTime(nil, time.Date(999, 1, 1, 0, 0, 0, 0, time.UTC))))
+}
+
 func TestAppendEscaped(t *testing.T) {
-	require.Equal(t, `a\;b\\c,d`, string(appendEscaped(nil, []byte(`a;b\c,d`), 0)))
-	require.Equal(t, `a\;b\\c\,d`, string(appendEscaped(nil, []byte(`a;b\c,d`), ',')))
-	require.Equal(t, `k\=v`, string(appendEscaped(nil, []byte(`k=v`), '=')))
-	require.Equal(t, "plain", string(appendEscaped(nil, []byte("plain"), '=')))
+	require.Equal(t, `a\;b\\c,d`, string(appendEscaped(nil, `a;b\c,d`, 0)))
+	require.Equal(t, `a\;b\\c\,d`, string(appendEscaped(nil, `a;b\c,d`, ',')))
+	require.Equal(t, `k\=v`, string(appendEscaped(nil, `k=v`, '=')))
+	require.Equal(t, "plain", string(appendEscaped(nil, "plain", '=')))
 }
 
 func TestValidUTF8(t *testing.T) {
@@ -65,7 +107,13 @@ func TestCompactJSON(t *testing.T) {
 // column is the n-th field of flatRow, named with "_" for ".".
 func TestCSVColumnsFollowTheParquetSchema(t *testing.T) {
 	rt := reflect.TypeFor[flatRow]()
-	require.Equal(t, rt.NumField(), len(csvColumns))
+	exported := 0
+	for i := range rt.NumField() {
+		if rt.Field(i).IsExported() {
+			exported++
+		}
+	}
+	require.Equal(t, exported, len(csvColumns))
 	for i, c := range csvColumns {
 		tag := strings.Split(rt.Field(i).Tag.Get("parquet"), ",")[0]
 		require.Equal(t, strings.ReplaceAll(c.name, ".", "_"), tag, "column %d", i)

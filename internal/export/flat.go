@@ -19,19 +19,21 @@ import (
 type flattener struct {
 	sc       scanner
 	previews bool
-	arena    []byte // the text of the row's string fields
+	arena    []byte // the text of the row's string fields that had escapes
 	spans    []span
-	key      [2][]byte // member names of the top level and one level down
+	key      []byte // an escaped member name, unescaped
 	tmp      []byte
 	cols     [][]byte // list columns being built by objectColumns
 	pairs    []pair
 	mapText  []byte // keys and values of the map being rendered
 }
 
-// span is one string field's text in the arena.
+// span is one string field's text: in the arena, or in the input when it
+// had no escapes.
 type span struct {
-	dst  *string
-	a, b int
+	dst   *string
+	a, b  int
+	input bool
 }
 
 // pair is a map entry's key and value, as offsets into mapText.
@@ -39,16 +41,24 @@ type pair struct{ k0, k1, v0, v1 int }
 
 // flatten fills r from one stored event whose text is valid UTF-8.
 // Members it does not know are skipped; a null member is an absent one.
+//
+// No text is copied for r: its string fields are substrings of raw, or,
+// for lists, maps and strings with escapes, of text appended to fl.arena,
+// which the caller empties (arena[:0]) only once r is no longer used.
 func (fl *flattener) flatten(raw string, r *flatRow) error {
 	fl.sc = scanner{s: raw}
 	*r = flatRow{}
-	fl.arena, fl.spans = fl.arena[:0], fl.spans[:0]
+	fl.spans = fl.spans[:0]
 	if err := fl.members(r); err != nil {
 		return fmt.Errorf("decode stored event: %w", err)
 	}
-	all := string(fl.arena)
+	all := view(fl.arena)
 	for _, s := range fl.spans {
-		*s.dst = all[s.a:s.b]
+		if s.input {
+			*s.dst = raw[s.a:s.b]
+		} else {
+			*s.dst = all[s.a:s.b]
+		}
 	}
 	if r.Outcome == "" {
 		r.Outcome = events.DeriveOutcome(r.Mode, r.Decision, r.ActualDecision)
@@ -70,33 +80,41 @@ func (fl *flattener) members(r *flatRow) error {
 			}
 			return err
 		}
-		if fl.key[0], err = sc.key(fl.key[0][:0]); err != nil {
+		k, err := sc.name(&fl.key)
+		if err != nil {
 			return err
 		}
 		if sc.null() {
 			continue
 		}
-		if err := fl.member(fl.key[0], r); err != nil {
+		if err := fl.member(k, r); err != nil {
 			return err
 		}
 	}
 }
 
 // member reads the value of one top-level member into r.
-func (fl *flattener) member(k []byte, r *flatRow) error {
+func (fl *flattener) member(k string, r *flatRow) error {
 	sc := &fl.sc
-	var err error
-	switch string(k) {
+	switch k {
 	case "occurred_at":
-		if fl.tmp, err = sc.appendString(fl.tmp[:0]); err != nil {
+		text, ok, err := sc.plain()
+		if err != nil {
 			return err
 		}
-		t, err := time.Parse(time.RFC3339Nano, string(fl.tmp))
+		if !ok {
+			if fl.tmp, err = sc.appendString(fl.tmp[:0]); err != nil {
+				return err
+			}
+			text = string(fl.tmp)
+		}
+		t, err := time.Parse(time.RFC3339Nano, text)
 		r.OccurredAt = t.UTC()
 		return err
 	case "conversation_turn":
-		n, err := sc.int()
-		r.ConversationTurn = &n
+		var err error
+		r.turn, err = sc.int()
+		r.ConversationTurn = &r.turn
 		return err
 	case "threat_categories":
 		return fl.stringList(&r.ThreatCategories)
@@ -109,20 +127,20 @@ func (fl *flattener) member(k []byte, r *flatRow) error {
 	case "latency":
 		return fl.fields(r.latencyField)
 	case "identity":
-		r.IdentityDelegationDepth = new(int64)
+		r.IdentityDelegationDepth = &r.depth
 		return fl.fields(r.identityField)
 	case "model":
-		r.ModelTokensUsed = new(int64)
+		r.ModelTokensUsed = &r.tokens
 		return fl.fields(r.modelField)
 	case "tool":
 		return fl.fields(r.toolField)
 	case "content":
-		r.ContentLength = new(int64)
+		r.ContentLength = &r.length
 		if fl.previews {
 			return fl.fields(r.contentField)
 		}
-		return fl.fields(func(k []byte) any {
-			if string(k) == "redacted_preview" {
+		return fl.fields(func(k string) any {
+			if k == "redacted_preview" {
 				return nil
 			}
 			return r.contentField(k)
@@ -144,7 +162,7 @@ type list struct{ dst *string }
 // fields reads an object whose members go to the destination field
 // returns for their name: a *string, *float64, *int64 or *list; members
 // without one are skipped.
-func (fl *flattener) fields(field func(k []byte) any) error {
+func (fl *flattener) fields(field func(k string) any) error {
 	sc := &fl.sc
 	if err := sc.expect('{'); err != nil {
 		return err
@@ -154,13 +172,14 @@ func (fl *flattener) fields(field func(k []byte) any) error {
 		if err != nil || !more {
 			return err
 		}
-		if fl.key[1], err = sc.key(fl.key[1][:0]); err != nil {
+		k, err := sc.name(&fl.key)
+		if err != nil {
 			return err
 		}
 		if sc.null() {
 			continue
 		}
-		switch d := field(fl.key[1]).(type) {
+		switch d := field(k).(type) {
 		case *string:
 			err = fl.str(d)
 		case *float64:
@@ -178,8 +197,8 @@ func (fl *flattener) fields(field func(k []byte) any) error {
 	}
 }
 
-func (r *flatRow) latencyField(k []byte) any {
-	switch string(k) {
+func (r *flatRow) latencyField(k string) any {
+	switch k {
 	case "total_ms":
 		return &r.LatencyTotalMS
 	case "eval_ms":
@@ -188,8 +207,8 @@ func (r *flatRow) latencyField(k []byte) any {
 	return nil
 }
 
-func (r *flatRow) identityField(k []byte) any {
-	switch string(k) {
+func (r *flatRow) identityField(k string) any {
+	switch k {
 	case "user_id":
 		return &r.IdentityUserID
 	case "agent_id":
@@ -210,8 +229,8 @@ func (r *flatRow) identityField(k []byte) any {
 	return nil
 }
 
-func (r *flatRow) modelField(k []byte) any {
-	switch string(k) {
+func (r *flatRow) modelField(k string) any {
+	switch k {
 	case "provider":
 		return &r.ModelProvider
 	case "model":
@@ -222,8 +241,8 @@ func (r *flatRow) modelField(k []byte) any {
 	return nil
 }
 
-func (r *flatRow) toolField(k []byte) any {
-	switch string(k) {
+func (r *flatRow) toolField(k string) any {
+	switch k {
 	case "name":
 		return &r.ToolName
 	case "server_id":
@@ -234,8 +253,8 @@ func (r *flatRow) toolField(k []byte) any {
 	return nil
 }
 
-func (r *flatRow) contentField(k []byte) any {
-	switch string(k) {
+func (r *flatRow) contentField(k string) any {
+	switch k {
 	case "sha256":
 		return &r.ContentSHA256
 	case "length":
@@ -247,8 +266,8 @@ func (r *flatRow) contentField(k []byte) any {
 }
 
 // scalar returns the field of a top-level string member.
-func (r *flatRow) scalar(k []byte) *string {
-	switch string(k) {
+func (r *flatRow) scalar(k string) *string {
+	switch k {
 	case "schema_version":
 		return &r.SchemaVersion
 	case "event_id":
@@ -291,10 +310,21 @@ func (r *flatRow) scalar(k []byte) *string {
 	return nil
 }
 
-// str reads a string into the arena as the text of dst.
+// str reads a string as the text of dst: a substring of the input when
+// it has no escapes, else unescaped into the arena.
 func (fl *flattener) str(dst *string) error {
+	text, ok, err := fl.sc.plain()
+	if err != nil {
+		return err
+	}
+	if ok {
+		if text != "" {
+			b := fl.sc.i - 1 // the closing quote
+			fl.spans = append(fl.spans, span{dst: dst, a: b - len(text), b: b, input: true})
+		}
+		return nil
+	}
 	a := len(fl.arena)
-	var err error
 	fl.arena, err = fl.sc.appendString(fl.arena)
 	fl.mark(dst, a)
 	return err
@@ -349,9 +379,15 @@ func (fl *flattener) element(dst []byte, extra byte) ([]byte, error) {
 	if fl.sc.null() {
 		return dst, nil
 	}
-	var err error
+	text, ok, err := fl.sc.plain()
+	if err != nil {
+		return dst, err
+	}
+	if ok {
+		return appendEscaped(dst, text, extra), nil
+	}
 	fl.tmp, err = fl.sc.appendString(fl.tmp[:0])
-	return appendEscaped(dst, fl.tmp, extra), err
+	return appendEscaped(dst, view(fl.tmp), extra), err
 }
 
 // numberText appends a number in plain decimal notation: as written when
@@ -373,8 +409,8 @@ func (fl *flattener) numberText(dst []byte) ([]byte, float64, error) {
 
 func (fl *flattener) policies(r *flatRow) error {
 	return fl.objectColumns([]*string{&r.PolicyIDs, &r.PolicySeverities, &r.PolicyCategories,
-		&r.PolicyTags, &r.PolicyMessages}, func(k []byte) int {
-		switch string(k) {
+		&r.PolicyTags, &r.PolicyMessages}, func(k string) int {
+		switch k {
 		case "policy_id":
 			return 0
 		case "severity":
@@ -397,8 +433,8 @@ func (fl *flattener) policies(r *flatRow) error {
 
 func (fl *flattener) signals(r *flatRow) error {
 	return fl.objectColumns([]*string{&r.SignalIDs, &r.SignalDetectors, &r.SignalScores,
-		&r.SignalSeverities}, func(k []byte) int {
-		switch string(k) {
+		&r.SignalSeverities}, func(k string) int {
+		switch k {
 		case "id":
 			return 0
 		case "detector":
@@ -414,8 +450,13 @@ func (fl *flattener) signals(r *flatRow) error {
 			return fl.element(dst, 0)
 		}
 		dst, f, err := fl.numberText(dst)
-		if err == nil && (r.SignalMaxScore == nil || f > *r.SignalMaxScore) {
-			r.SignalMaxScore = &f
+		switch {
+		case err != nil:
+		case r.SignalMaxScore == nil:
+			r.maxScore = f
+			r.SignalMaxScore = &r.maxScore
+		case f > *r.SignalMaxScore:
+			*r.SignalMaxScore = f
 		}
 		return dst, err
 	})
@@ -423,8 +464,8 @@ func (fl *flattener) signals(r *flatRow) error {
 
 func (fl *flattener) detectors(r *flatRow) error {
 	return fl.objectColumns([]*string{&r.DetectorNames, &r.DetectorTiers,
-		&r.DetectorLatencies, &r.DetectorStatuses}, func(k []byte) int {
-		switch string(k) {
+		&r.DetectorLatencies, &r.DetectorStatuses}, func(k string) int {
+		switch k {
 		case "name":
 			return 0
 		case "tier":
@@ -448,7 +489,7 @@ func (fl *flattener) detectors(r *flatRow) error {
 // (dsts, in column order), visiting each object once: col maps a member
 // name to its column or -1, add appends a member's text to its column. A
 // member an object lacks is an empty element.
-func (fl *flattener) objectColumns(dsts []*string, col func(k []byte) int,
+func (fl *flattener) objectColumns(dsts []*string, col func(k string) int,
 	add func(col int, dst []byte) ([]byte, error)) error {
 	for len(fl.cols) < len(dsts) {
 		fl.cols = append(fl.cols, nil)
@@ -464,7 +505,7 @@ func (fl *flattener) objectColumns(dsts []*string, col func(k []byte) int,
 	return err
 }
 
-func (fl *flattener) objects(cols [][]byte, col func(k []byte) int,
+func (fl *flattener) objects(cols [][]byte, col func(k string) int,
 	add func(col int, dst []byte) ([]byte, error)) error {
 	sc := &fl.sc
 	if err := sc.expect('['); err != nil {
@@ -494,10 +535,11 @@ func (fl *flattener) objects(cols [][]byte, col func(k []byte) int,
 			if !more {
 				break
 			}
-			if fl.key[1], err = sc.key(fl.key[1][:0]); err != nil {
+			k, err := sc.name(&fl.key)
+			if err != nil {
 				return err
 			}
-			c := col(fl.key[1])
+			c := col(k)
 			switch {
 			case c < 0:
 				err = sc.skip()
@@ -527,9 +569,9 @@ func (fl *flattener) joinMap(dst *string) error {
 		if i > 0 {
 			fl.arena = append(fl.arena, ';')
 		}
-		fl.arena = appendEscaped(fl.arena, t[p.k0:p.k1], '=')
+		fl.arena = appendEscaped(fl.arena, view(t[p.k0:p.k1]), '=')
 		fl.arena = append(fl.arena, '=')
-		fl.arena = appendEscaped(fl.arena, t[p.v0:p.v1], '=')
+		fl.arena = appendEscaped(fl.arena, view(t[p.v0:p.v1]), '=')
 	}
 	fl.mark(dst, a)
 	return nil
@@ -562,14 +604,23 @@ func (fl *flattener) readMap() error {
 	}
 }
 
+// needsEscape reports whether s holds a "\\", ";" or extra (0 for none).
+func needsEscape(s string, extra byte) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\\' || c == ';' || (c == extra && extra != 0) {
+			return true
+		}
+	}
+	return false
+}
+
 // appendEscaped appends s with a backslash before "\", ";" and extra
 // (0 for none), so that the separators stay unambiguous.
-func appendEscaped(dst, s []byte, extra byte) []byte {
-	if bytes.IndexByte(s, '\\') < 0 && bytes.IndexByte(s, ';') < 0 &&
-		(extra == 0 || bytes.IndexByte(s, extra) < 0) {
+func appendEscaped(dst []byte, s string, extra byte) []byte {
+	if !needsEscape(s, extra) {
 		return append(dst, s...)
 	}
-	for _, c := range s {
+	for _, c := range []byte(s) {
 		if c == '\\' || c == ';' || (extra != 0 && c == extra) {
 			dst = append(dst, '\\')
 		}

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,8 +24,9 @@ type chunk struct {
 	offs []int // where each row's id and raw end in data, two per row
 	ids  []string
 	raws []string
-	out  bytes.Buffer // encoded CSV or NDJSON
-	rows []flatRow    // flattened rows, for Parquet
+	out  []byte    // encoded CSV or NDJSON
+	rows []flatRow // flattened rows, for Parquet
+	text []byte    // text the rows refer to besides the input
 	err  error
 	done chan struct{}
 }
@@ -34,7 +34,7 @@ type chunk struct {
 func (c *chunk) reset() {
 	c.data, c.offs = c.data[:0], c.offs[:0]
 	c.ids, c.raws, c.rows = c.ids[:0], c.raws[:0], c.rows[:0]
-	c.out.Reset()
+	c.out = c.out[:0]
 	c.err = nil
 	c.done = make(chan struct{})
 }
@@ -81,7 +81,8 @@ type encoder interface {
 // workerState is what one worker reuses from chunk to chunk.
 type workerState struct {
 	fl  flattener
-	rec []string
+	row flatRow
+	tmp []byte
 }
 
 // pipeline streams rows from a producer through parallel encoders to the

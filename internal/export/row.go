@@ -81,4 +81,9 @@ type flatRow struct {
 
 	Metadata string `parquet:"metadata,dict"`
 	Labels   string `parquet:"labels,dict"`
+
+	// The values of the optional numbers above, which point here, so
+	// that a row costs no allocation. A row in use must not be copied.
+	turn, depth, tokens, length int64
+	maxScore                    float64
 }

@@ -3,6 +3,7 @@ package export
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -37,6 +38,9 @@ func (sc *scanner) ws() {
 
 // peek returns the next non-space byte, or 0 at the end.
 func (sc *scanner) peek() byte {
+	if sc.i < len(sc.s) && sc.s[sc.i] > ' ' {
+		return sc.s[sc.i] // stored events are compact: most tokens follow at once
+	}
 	sc.ws()
 	if sc.i < len(sc.s) {
 		return sc.s[sc.i]
@@ -70,6 +74,23 @@ func (sc *scanner) next(first bool, close byte) (bool, error) {
 	return false, sc.fail("expected , or " + string(close))
 }
 
+// name reads a member name and its colon. A name without escapes is
+// returned as a substring of the input; one with escapes is unescaped
+// into buf.
+func (sc *scanner) name(buf *[]byte) (string, error) {
+	s, ok, err := sc.plain()
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		if *buf, err = sc.appendString((*buf)[:0]); err != nil {
+			return "", err
+		}
+		s = string(*buf)
+	}
+	return s, sc.expect(':')
+}
+
 // key reads a member name and its colon, appending the unescaped name to
 // dst.
 func (sc *scanner) key(dst []byte) ([]byte, error) {
@@ -92,6 +113,55 @@ func (sc *scanner) null() bool {
 	return false
 }
 
+// plain consumes a string without escapes and returns its text, a
+// substring of the input. For a string with escapes it consumes nothing
+// and reports false.
+func (sc *scanner) plain() (string, bool, error) {
+	if sc.peek() != '"' {
+		return "", false, sc.fail("expected a string")
+	}
+	a := sc.i + 1
+	e := stringEnd(sc.s, a)
+	if e < 0 {
+		return "", false, sc.fail("unterminated string")
+	}
+	if sc.s[e] == '\\' {
+		return "", false, nil
+	}
+	sc.i = e + 1
+	return sc.s[a:e], true, nil
+}
+
+// stringEnd returns the index of the first '"' or '\' of s at or after
+// i, or -1. It tests eight bytes at a time.
+func stringEnd(s string, i int) int {
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s[i : i+8])
+		if m := zeroBytes(x^('"'*ones)) | zeroBytes(x^('\\'*ones)); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return -1
+}
+
+const ones, highs = 0x0101010101010101, 0x8080808080808080
+
+// zeroBytes has the high bit of the first zero byte of x set, and maybe
+// of some after it, but of none before it.
+func zeroBytes(x uint64) uint64 { return (x - ones) &^ x & highs }
+
+// load64 reads eight bytes, little-endian.
+func load64(b string) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
 // appendString consumes a string and appends its unescaped text to dst.
 // Control characters are not checked for: the stored text was validated
 // when it arrived.
@@ -101,18 +171,16 @@ func (sc *scanner) appendString(dst []byte) ([]byte, error) {
 	}
 	sc.i++
 	for {
-		rest := sc.s[sc.i:]
-		q := strings.IndexByte(rest, '"')
-		if q < 0 {
+		e := stringEnd(sc.s, sc.i)
+		if e < 0 {
 			return dst, sc.fail("unterminated string")
 		}
-		b := strings.IndexByte(rest[:q], '\\')
-		if b < 0 {
-			sc.i += q + 1
-			return append(dst, rest[:q]...), nil
+		dst = append(dst, sc.s[sc.i:e]...)
+		sc.i = e
+		if sc.s[e] == '"' {
+			sc.i++
+			return dst, nil
 		}
-		dst = append(dst, rest[:b]...)
-		sc.i += b
 		var err error
 		if dst, err = sc.escape(dst); err != nil {
 			return dst, err
