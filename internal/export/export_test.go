@@ -87,22 +87,40 @@ func TestFilesMatchClickHouse(t *testing.T) {
 	from := time.Now().UTC().Add(-4 * time.Hour).Truncate(time.Second)
 	to := time.Now().UTC().Add(time.Hour).Truncate(time.Second)
 
+	text := func(s string) filter.Filter {
+		f := rangeFilter(from, to)
+		f.Text = s
+		return f
+	}
+	const textSQL = "AND (positionCaseInsensitiveUTF8(reason, ?) > 0 OR " +
+		"positionCaseInsensitiveUTF8(content_preview, ?) > 0)"
 	cases := []struct {
 		name     string
 		filter   filter.Filter
 		sql      string
+		args     []any
 		previews bool
 	}{
-		{"all", rangeFilter(from, to), "", true},
+		{"all", rangeFilter(from, to), "", nil, true},
 		{"blocked", func() filter.Filter {
 			f := rangeFilter(from, to)
 			f.Outcomes = []string{"blocked"}
 			return f
-		}(), "AND outcome = 'blocked'", true},
-		{"without previews", rangeFilter(from, to), "", false},
+		}(), "AND outcome = 'blocked'", nil, true},
+		{"without previews", rangeFilter(from, to), "", nil, false},
+		// Filter values are written into the export's queries as literals.
+		{"text with a backslash", text(`BACK\slash`), textSQL,
+			[]any{`BACK\slash`, `BACK\slash`}, true},
+		{"text with a quote", text("'quoted"), textSQL, []any{"'quoted", "'quoted"}, true},
+		{"score and severity", func() filter.Filter {
+			f := rangeFilter(from, to)
+			f.MinScore, f.MinSeverity = 40.5, "medium"
+			return f
+		}(), "AND max_score >= ? AND toInt8(highest_severity) >= ?",
+			[]any{float32(40.5), int8(events.SeverityRank("medium") + 1)}, true},
 	}
 	for _, c := range cases {
-		want := expected(t, st, sc, from, to, c.sql)
+		want := expected(t, st, sc, from, to, c.sql, c.args...)
 		require.NotEmpty(t, want)
 		for _, format := range export.Formats {
 			for _, gz := range []bool{false, true} {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -181,7 +182,11 @@ func (c *exportConn) start(ctx context.Context, w window, body string) *windowRe
 		defer close(done)
 		defer close(wr.blocks)
 		<-prev
+		var seen lastID
 		wr.err = c.nc.query(ctx, body, &c.dec, func() error {
+			if c.dec.dropRepeats(&seen); c.dec.Rows() == 0 {
+				return nil
+			}
 			var out *ExportBlock
 			select {
 			case out = <-c.spare:
@@ -227,12 +232,37 @@ func (s *Store) windowQuery(sc Scope, q ExportQuery, w window) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("export decisions: %w", err)
 	}
-	// Among copies of one event the first stored one is kept. The block
-	// size is a SETTINGS clause, which every server version reads the
-	// same way.
+	// Copies of one event come one after the other, the first stored
+	// first; dropRepeats keeps that one, as LIMIT 1 BY event_id would
+	// without making the server copy every row once more. The block size
+	// is a SETTINGS clause, which every server version reads the same way.
 	return "SELECT event_id, raw FROM " + s.table() + " WHERE " + cond +
-		" ORDER BY occurred_at, occurred_ms, event_id, ingested_at LIMIT 1 BY event_id" +
+		" ORDER BY occurred_at, occurred_ms, event_id, ingested_at" +
 		" SETTINGS max_block_size = " + strconv.Itoa(exportBlockRows), nil
+}
+
+// lastID is the event id of the last row kept so far.
+type lastID struct {
+	id  []byte
+	set bool
+}
+
+// dropRepeats removes each row whose event id is that of the row kept
+// before it: in the export's order, the copies of a redelivered event
+// after its first stored one. Copies share their event's time, so they
+// never straddle two windows.
+func (b *ExportBlock) dropRepeats(last *lastID) {
+	n := 0
+	for i := range b.Rows() {
+		id := b.EventID(i)
+		if last.set && bytes.Equal(id, last.id) {
+			continue
+		}
+		last.id, last.set = append(last.id[:0], id...), true
+		b.ids.Pos[n], b.raws.Pos[n] = b.ids.Pos[i], b.raws.Pos[i]
+		n++
+	}
+	b.ids.Pos, b.raws.Pos = b.ids.Pos[:n], b.raws.Pos[:n]
 }
 
 // bindLiterals replaces each ? of cond with its argument written as a
