@@ -28,16 +28,17 @@ import (
 // each format, each in a fresh child process so that its peak RSS is its
 // own.
 type exportCmd struct {
-	Rows      int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
-	Batch     int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
-	Days      int    `name:"days" default:"30" help:"Days the decisions are spread over."`
-	Formats   string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
-	Gzip      bool   `name:"gzip" help:"Also export each format gzipped."`
-	Database  string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
-	Keep      bool   `name:"keep" help:"Keep the loaded database for another run."`
-	MemLimit  int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
-	Profile   string `name:"profile" help:"Write each export's CPU and allocation profiles into this folder."`
-	ServerPID int    `name:"server-pid" help:"PID of a ClickHouse server on this machine, to report the CPU time it spends on each export."`
+	Rows       int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
+	Batch      int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
+	Days       int    `name:"days" default:"30" help:"Days the decisions are spread over."`
+	Formats    string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
+	Gzip       bool   `name:"gzip" help:"Also export each format gzipped."`
+	Database   string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
+	Keep       bool   `name:"keep" help:"Keep the loaded database for another run."`
+	MemLimit   int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	WindowRows int    `name:"window-rows" help:"Rows ClickHouse sorts per query (export.Config.WindowRows); 0 keeps the default."`
+	Profile    string `name:"profile" help:"Write each export's CPU and allocation profiles into this folder."`
+	ServerPID  int    `name:"server-pid" help:"PID of a ClickHouse server on this machine, to report the CPU time it spends on each export."`
 
 	Child string `name:"child" hidden:"" help:"Run one export in this process: format[.gz]."`
 }
@@ -150,7 +151,7 @@ func (c *exportCmd) child(ctx context.Context, root *cli, db, format string) (ex
 	}
 	cmd := exec.CommandContext(ctx, self, "--clickhouse-addr", root.ClickHouseAddr, "export",
 		"--database", db, "--days", fmt.Sprint(c.Days), "--memory-limit", fmt.Sprint(c.MemLimit),
-		"--profile", c.Profile, "--child", format)
+		"--window-rows", fmt.Sprint(c.WindowRows), "--profile", c.Profile, "--child", format)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -190,7 +191,7 @@ func (c *exportCmd) runChild(ctx context.Context, root *cli) error {
 	// Nothing is inserted meanwhile, so the bound need not lag: the rows
 	// just loaded are all in.
 	exp, err := export.New(export.Config{Store: st, SigningKey: key, Settle: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), WindowRows: c.WindowRows})
 	if err != nil {
 		return err
 	}
