@@ -28,17 +28,18 @@ import (
 // each format, each in a fresh child process so that its peak RSS is its
 // own.
 type exportCmd struct {
-	Rows       int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
-	Batch      int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
-	Days       int    `name:"days" default:"30" help:"Days the decisions are spread over."`
-	Formats    string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
-	Gzip       bool   `name:"gzip" help:"Also export each format gzipped."`
-	Database   string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
-	Keep       bool   `name:"keep" help:"Keep the loaded database for another run."`
-	MemLimit   int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
-	WindowRows int    `name:"window-rows" help:"Rows ClickHouse sorts per query (export.Config.WindowRows); 0 keeps the default."`
-	Profile    string `name:"profile" help:"Write each export's CPU and allocation profiles into this folder."`
-	ServerPID  int    `name:"server-pid" help:"PID of a ClickHouse server on this machine, to report the CPU time it spends on each export."`
+	Rows        int    `name:"rows" default:"5000000" help:"Decisions to load into the project."`
+	Batch       int    `name:"batch" default:"50000" help:"Rows per store.Insert."`
+	Days        int    `name:"days" default:"30" help:"Days the decisions are spread over."`
+	Formats     string `name:"formats" default:"csv,ndjson,parquet" help:"Formats to export."`
+	Gzip        bool   `name:"gzip" help:"Also export each format gzipped."`
+	Database    string `name:"database" help:"Use this database as loaded by an earlier run (--keep)."`
+	Keep        bool   `name:"keep" help:"Keep the loaded database for another run."`
+	MemLimit    int64  `name:"memory-limit" default:"104857600" help:"Each export process's soft memory limit, as observatory export sets it; 0 keeps Go's defaults."`
+	Compression string `name:"clickhouse-compression" default:"lz4" enum:"lz4,none" help:"Compression of the exports' blocks on the wire: lz4, or none for a ClickHouse on the same host."`
+	WindowRows  int    `name:"window-rows" help:"Rows ClickHouse sorts per query (export.Config.WindowRows); 0 keeps the default."`
+	Profile     string `name:"profile" help:"Write each export's CPU and allocation profiles into this folder."`
+	ServerPID   int    `name:"server-pid" help:"PID of a ClickHouse server on this machine, to report the CPU time it spends on each export."`
 
 	Child string `name:"child" hidden:"" help:"Run one export in this process: format[.gz]."`
 }
@@ -84,7 +85,8 @@ func (c *exportCmd) Run(root *cli) error {
 	if c.MemLimit > 0 {
 		gc = fmt.Sprintf("GOGC 200, memory limit %d MiB, as observatory export", c.MemLimit>>20)
 	}
-	fmt.Printf("\nexport of one project from %s; garbage collector: %s\n", db, gc)
+	fmt.Printf("\nexport of one project from %s; garbage collector: %s; blocks on the wire: %s\n",
+		db, gc, c.Compression)
 	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | CPU s per M rows |" +
 		" server CPU s | peak RSS MB | load avg |\n")
 	fmt.Printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
@@ -151,7 +153,7 @@ func (c *exportCmd) child(ctx context.Context, root *cli, db, format string) (ex
 	}
 	cmd := exec.CommandContext(ctx, self, "--clickhouse-addr", root.ClickHouseAddr, "export",
 		"--database", db, "--days", fmt.Sprint(c.Days), "--memory-limit", fmt.Sprint(c.MemLimit),
-		"--window-rows", fmt.Sprint(c.WindowRows), "--profile", c.Profile, "--child", format)
+		"--window-rows", fmt.Sprint(c.WindowRows), "--clickhouse-compression", c.Compression, "--profile", c.Profile, "--child", format)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -179,7 +181,7 @@ func (c *exportCmd) runChild(ctx context.Context, root *cli) error {
 		return err
 	}
 	st, err := store.Open(ctx, store.Config{Addr: root.ClickHouseAddr, Database: c.Database,
-		Logger: slog.New(slog.DiscardHandler)})
+		Compression: c.Compression, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
