@@ -5,9 +5,11 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +198,30 @@ func TestParquetRowGroupsEndAtTheirBound(t *testing.T) {
 	require.NoError(t, err)
 	// Groups end at chunk boundaries once they reach 100 rows.
 	require.Len(t, f.RowGroups(), 4)
+}
+
+// A number written as it is must be one ParseFloat reads as finite and
+// without exponent, and the escape check must see every separator.
+func TestNumberAndEscapeChecks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 20000 {
+		b := make([]byte, rng.IntN(6))
+		for i := range b {
+			b[i] = "0129+-.eE;\\,a"[rng.IntN(13)]
+		}
+		s := string(b)
+		if plainDecimal(s) {
+			f, err := strconv.ParseFloat(s, 64)
+			require.NoError(t, err, "%q", s)
+			require.False(t, math.IsInf(f, 0) || strings.ContainsAny(s, "eE"), "%q", s)
+		}
+		for _, extra := range []byte{0, ','} {
+			want := strings.ContainsAny(s, `\;`) || (extra != 0 && strings.IndexByte(s, extra) >= 0)
+			require.Equal(t, want, needsEscape(s, extra), "%q %q", s, extra)
+			long := strings.Repeat("x", rng.IntN(20)) + s + strings.Repeat("y", rng.IntN(20))
+			require.Equal(t, want, needsEscape(long, extra), "%q %q", long, extra)
+		}
+	}
+	require.True(t, plainDecimal(strings.Repeat("9", 308)+".5"))
+	require.False(t, plainDecimal(strings.Repeat("9", 309)), "may overflow")
 }

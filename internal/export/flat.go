@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/guardwatch/observatory/internal/events"
@@ -391,20 +390,50 @@ func (fl *flattener) element(dst []byte, extra byte) ([]byte, error) {
 }
 
 // numberText appends a number in plain decimal notation: as written when
-// it has no exponent, else formatted from its value.
-func (fl *flattener) numberText(dst []byte) ([]byte, float64, error) {
+// it has no exponent, else formatted from its value. The value is parsed
+// only when it is needed or the text is not a plain decimal.
+func (fl *flattener) numberText(dst []byte, value bool) ([]byte, float64, error) {
 	text, err := fl.sc.number()
 	if err != nil {
 		return dst, 0, err
+	}
+	plain := plainDecimal(text)
+	if plain && !value {
+		return append(dst, text...), 0, nil
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
 		return dst, 0, fl.sc.fail("bad number " + strconv.Quote(text))
 	}
-	if !strings.ContainsAny(text, "eE") {
+	if plain {
 		return append(dst, text...), f, nil
 	}
 	return strconv.AppendFloat(dst, f, 'f', -1, 64), f, nil
+}
+
+// plainDecimal reports whether text is a number without exponent that
+// strconv.ParseFloat reads as a finite value: a sign, digits and at most
+// one point, with at least one digit and fewer than 309 before the point.
+func plainDecimal(text string) bool {
+	i := 0
+	if i < len(text) && (text[i] == '+' || text[i] == '-') {
+		i++
+	}
+	digits, whole, point := 0, 0, false
+	for ; i < len(text); i++ {
+		switch c := text[i]; {
+		case c >= '0' && c <= '9':
+			digits++
+			if !point {
+				whole++
+			}
+		case c == '.' && !point:
+			point = true
+		default:
+			return false
+		}
+	}
+	return digits > 0 && whole < 309
 }
 
 func (fl *flattener) policies(r *flatRow) error {
@@ -449,7 +478,7 @@ func (fl *flattener) signals(r *flatRow) error {
 		if col != 2 {
 			return fl.element(dst, 0)
 		}
-		dst, f, err := fl.numberText(dst)
+		dst, f, err := fl.numberText(dst, true)
 		switch {
 		case err != nil:
 		case r.SignalMaxScore == nil:
@@ -480,7 +509,7 @@ func (fl *flattener) detectors(r *flatRow) error {
 		if col != 2 {
 			return fl.element(dst, 0)
 		}
-		dst, _, err := fl.numberText(dst)
+		dst, _, err := fl.numberText(dst, false)
 		return dst, err
 	})
 }
@@ -604,9 +633,21 @@ func (fl *flattener) readMap() error {
 	}
 }
 
-// needsEscape reports whether s holds a "\\", ";" or extra (0 for none).
+// needsEscape reports whether s holds a "\\", ";" or extra (0 for none),
+// eight bytes at a time.
 func needsEscape(s string, extra byte) bool {
-	for i := 0; i < len(s); i++ {
+	x := uint64(extra) * ones
+	if extra == 0 {
+		x = ';' * ones
+	}
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		v := load64(s[i : i+8])
+		if zeroBytes(v^('\\'*ones))|zeroBytes(v^(';'*ones))|zeroBytes(v^x) != 0 {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
 		if c := s[i]; c == '\\' || c == ';' || (c == extra && extra != 0) {
 			return true
 		}
