@@ -35,7 +35,7 @@ func (s *Store) ListNewer(ctx context.Context, sc Scope, f filter.Filter, before
  (occurred_ms > ? OR (occurred_ms = ? AND event_id > ?))))`
 	args = append(args, sec, sec, sec, msOf(at), msOf(at), before.EventID)
 	keys, err := s.pageKeys(ctx, keySearch{cond: cond, args: args, anchor: at, bound: f.To,
-		older: false, n: limit + 1})
+		older: false, n: limit + 1, whole: burst(f)})
 	if err != nil {
 		return Page{}, fmt.Errorf("list newer decisions: %w", err)
 	}

@@ -151,7 +151,8 @@ func msOf(t time.Time) uint16 { return uint16(t.Nanosecond() / 1e6) }
 // every row in the range. So the page is found in two steps: the keys of
 // the page, searched in growing time windows back from the cursor (most
 // pages are found in the first hour), then the displayed columns of only
-// those rows.
+// those rows. A filter on a session or trace is searched in one window:
+// its rows are few and close together, wherever they are.
 func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Cursor,
 	limit int) (Page, error) {
 	if err := sc.check(); err != nil {
@@ -173,7 +174,7 @@ func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Curso
 		anchor = at
 	}
 	keys, err := s.pageKeys(ctx, keySearch{cond: cond, args: args, anchor: anchor,
-		bound: f.From, older: true, n: limit + 1})
+		bound: f.From, older: true, n: limit + 1, whole: burst(f)})
 	if err != nil {
 		return Page{}, fmt.Errorf("list decisions: %w", err)
 	}
@@ -209,7 +210,14 @@ type keySearch struct {
 	bound  time.Time // the filter's far end in the direction, if any
 	older  bool      // newest first from the anchor; else oldest first
 	n      int
+	// whole searches the range in one query, for filters whose rows come
+	// in one short burst anywhere in the range (a session, a trace):
+	// windows would only chase them with more queries.
+	whole bool
 }
+
+// burst reports whether the filter selects one session's or trace's rows.
+func burst(f filter.Filter) bool { return f.SessionID != "" || f.TraceID != "" }
 
 // keyWindows are the ends of the windows searched in turn, as distances
 // from the anchor: each window is six times the span of the one before,
@@ -241,7 +249,7 @@ func (s *Store) pageKeys(ctx context.Context, ks keySearch) ([]rowKey, error) {
 		if i > 0 {
 			cond, args = windowEdge(cond, args, ks.older, false, anchor, near)
 		}
-		last := i == len(keyWindows)
+		last := ks.whole || i == len(keyWindows)
 		if !last {
 			far := keyWindows[i]
 			edge := shift(anchor, far, ks.older)
