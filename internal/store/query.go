@@ -196,7 +196,7 @@ func (s *Store) List(ctx context.Context, sc Scope, f filter.Filter, after Curso
 
 // rowKey is the sort key of one decision row.
 type rowKey struct {
-	sec time.Time // occurred_at, whole seconds
+	sec int64 // occurred_at, unix seconds
 	ms  uint16
 	id  string
 }
@@ -318,10 +318,12 @@ func (s *Store) windowKeys(ctx context.Context, cond string, args []any, order s
 		got := 0
 		for rows.Next() {
 			var k rowKey
-			if err := rows.Scan(&k.sec, &k.ms, &k.id); err != nil {
+			var sec time.Time
+			if err := rows.Scan(&sec, &k.ms, &k.id); err != nil {
 				rows.Close()
 				return nil, err
 			}
+			k.sec = sec.Unix()
 			got++
 			if !seen[k.id] && len(keys) < n {
 				keys = append(keys, k)
@@ -352,14 +354,14 @@ func (s *Store) fetchRows(ctx context.Context, sc Scope, keys []rowKey) ([]Decis
 	lo, hi := keys[0].sec, keys[0].sec
 	ids := make([]any, len(keys))
 	for i, k := range keys {
-		lo, hi = minTime(lo, k.sec), maxTime(hi, k.sec)
+		lo, hi = min(lo, k.sec), max(hi, k.sec)
 		ids[i] = k.id
 	}
 	q := "SELECT " + listColumns + " FROM " + s.table() +
 		" PREWHERE event_id IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") +
 		") WHERE account_id = ? AND project_id = ? AND occurred_at >= ? AND occurred_at <= ?" +
 		" LIMIT 1 BY occurred_at, occurred_ms, event_id"
-	args := append(ids, sc.account, sc.project, lo, hi)
+	args := append(ids, sc.account, sc.project, time.Unix(lo, 0).UTC(), time.Unix(hi, 0).UTC())
 	rows, err := s.conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -386,8 +388,7 @@ func (s *Store) fetchRows(ctx context.Context, sc Scope, keys []rowKey) ([]Decis
 }
 
 func rowKeyOf(d Decision) rowKey {
-	sec := d.OccurredAt.Truncate(time.Second)
-	return rowKey{sec: sec, ms: uint16(d.OccurredAt.Sub(sec) / time.Millisecond), id: d.EventID}
+	return rowKey{sec: d.OccurredAt.Unix(), ms: msOf(d.OccurredAt), id: d.EventID}
 }
 
 type scanner interface {
