@@ -140,12 +140,30 @@ func plainCell(b []byte) bool {
 	if guarded(b[0]) || b[0] <= ' ' || b[0] >= utf8.RuneSelf || b[0] == '\\' {
 		return false // a guard, maybe a space or \. (checked in full by appendCSVField)
 	}
-	for _, c := range b {
-		if c == ',' || c == '"' || c == '\r' || c == '\n' {
-			return false
+	return !hasCSVSpecial(view(b))
+}
+
+// hasCSVSpecial reports whether s holds a comma, quote, CR or LF, eight
+// bytes at a time.
+func hasCSVSpecial(s string) bool {
+	special := func(x uint64) bool {
+		return zeroBytes(x^(','*ones))|zeroBytes(x^('"'*ones))|zeroBytes(x^('\r'*ones))|
+			zeroBytes(x^('\n'*ones)) != 0
+	}
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c == ',' || c == '"' || c == '\r' || c == '\n' {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i+8 < len(s); i += 8 {
+		if special(load64(s[i : i+8])) {
+			return true
 		}
 	}
-	return true
+	return special(load64(s[len(s)-8:])) // the last eight, overlapping
 }
 
 // guarded reports whether a cell starting with c gets the formula guard.
@@ -164,13 +182,7 @@ func appendCSVField(dst, cell []byte) []byte {
 		return dst
 	}
 	guard := guarded(cell[0])
-	quote := string(cell) == `\.` && !guard
-	for _, c := range cell {
-		if c == ',' || c == '"' || c == '\r' || c == '\n' {
-			quote = true
-			break
-		}
-	}
+	quote := string(cell) == `\.` && !guard || hasCSVSpecial(view(cell))
 	if !guard && !quote {
 		r, _ := utf8.DecodeRune(cell)
 		quote = unicode.IsSpace(r)

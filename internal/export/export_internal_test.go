@@ -47,12 +47,18 @@ func TestCSVFieldsAreWrittenAsEncodingCSVWritesThem(t *testing.T) {
 	cells := []string{"", "plain", "=1+1", "'q", "a,b", `say "hi"`, "x\r\ny", "\ny", " lead",
 		"\u00a0nb", "\u2003em", `\.`, `\x`, "\t=", "\r", "-", "é,", "\xff\xfe", "\v", "a\"",
 		"@,\"", "trail "}
-	// And random strings over the bytes that matter.
-	const alphabet = " ,\"'=+-@\t\r\n\\.ax\xc2\xa0"
-	for i := range 2000 {
-		b := make([]byte, i%7)
-		for j := range b {
-			b[j] = alphabet[(i*7+j*13+i/7)%len(alphabet)]
+	// And random strings over the bytes that matter: a start that may
+	// need the guard or quotes, then plain text with at most one byte
+	// that needs quotes anywhere.
+	rng := rand.New(rand.NewPCG(3, 4))
+	const starts, specials = " ,\"'=+-@\t\r\n\\.ax\xc2\xa0", ",\"\r\n"
+	for range 3000 {
+		b := []byte{starts[rng.IntN(len(starts))]}
+		for range rng.IntN(24) {
+			b = append(b, "ab. '=\\"[rng.IntN(7)])
+		}
+		if rng.IntN(2) == 0 {
+			b[rng.IntN(len(b))] = specials[rng.IntN(len(specials))]
 		}
 		cells = append(cells, string(b))
 	}

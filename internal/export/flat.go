@@ -636,23 +636,27 @@ func (fl *flattener) readMap() error {
 // needsEscape reports whether s holds a "\\", ";" or extra (0 for none),
 // eight bytes at a time.
 func needsEscape(s string, extra byte) bool {
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c == '\\' || c == ';' || (c == extra && extra != 0) {
+				return true
+			}
+		}
+		return false
+	}
 	x := uint64(extra) * ones
 	if extra == 0 {
 		x = ';' * ones
 	}
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		v := load64(s[i : i+8])
-		if zeroBytes(v^('\\'*ones))|zeroBytes(v^(';'*ones))|zeroBytes(v^x) != 0 {
+	escaped := func(v uint64) bool {
+		return zeroBytes(v^('\\'*ones))|zeroBytes(v^(';'*ones))|zeroBytes(v^x) != 0
+	}
+	for i := 0; i+8 < len(s); i += 8 {
+		if escaped(load64(s[i : i+8])) {
 			return true
 		}
 	}
-	for ; i < len(s); i++ {
-		if c := s[i]; c == '\\' || c == ';' || (c == extra && extra != 0) {
-			return true
-		}
-	}
-	return false
+	return escaped(load64(s[len(s)-8:])) // the last eight, overlapping
 }
 
 // appendEscaped appends s with a backslash before "\", ";" and extra
