@@ -88,6 +88,10 @@ func (sc *scanner) name(buf *[]byte) (string, error) {
 		}
 		s = string(*buf)
 	}
+	if sc.i < len(sc.s) && sc.s[sc.i] == ':' {
+		sc.i++
+		return s, nil
+	}
 	return s, sc.expect(':')
 }
 
@@ -117,19 +121,23 @@ func (sc *scanner) null() bool {
 // substring of the input. For a string with escapes it consumes nothing
 // and reports false.
 func (sc *scanner) plain() (string, bool, error) {
-	if sc.peek() != '"' {
-		return "", false, sc.fail("expected a string")
+	s, i := sc.s, sc.i
+	if i >= len(s) || s[i] != '"' {
+		if sc.peek() != '"' {
+			return "", false, sc.fail("expected a string")
+		}
+		i = sc.i
 	}
-	a := sc.i + 1
-	e := stringEnd(sc.s, a)
+	i++
+	e := stringEnd(s, i)
 	if e < 0 {
 		return "", false, sc.fail("unterminated string")
 	}
-	if sc.s[e] == '\\' {
+	if s[e] != '"' {
 		return "", false, nil
 	}
 	sc.i = e + 1
-	return sc.s[a:e], true, nil
+	return s[i:e], true, nil
 }
 
 // stringEnd returns the index of the first '"' or '\' of s at or after
