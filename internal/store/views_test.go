@@ -62,23 +62,31 @@ func TestFacetsSeriesAndLatencyCountEachDecisionOnce(t *testing.T) {
 	sc := mustScope(t, "acme", "proj_prod")
 	ctx := t.Context()
 
-	outcomes, users := map[string]uint64{}, map[string]uint64{}
+	want := map[string]map[string]uint64{}
+	for _, name := range []string{store.FacetOutcome, store.FacetDecision, store.FacetMode,
+		store.FacetSeverity, store.FacetEventType, store.FacetUser} {
+		want[name] = map[string]uint64{}
+	}
 	for _, ev := range acme {
-		outcomes[ev.Outcome]++
-		users[ev.Identity.UserID]++
+		want[store.FacetOutcome][ev.Outcome]++
+		want[store.FacetDecision][ev.Decision]++
+		want[store.FacetMode][ev.Mode]++
+		want[store.FacetSeverity][ev.HighestSeverity]++
+		want[store.FacetEventType][ev.EventType]++
+		want[store.FacetUser][ev.Identity.UserID]++
 	}
 	f, err := db.Facets(ctx, sc, wide)
 	require.NoError(t, err)
-	got := map[string]uint64{}
-	for _, v := range f[store.FacetOutcome] {
-		got[v.Value] = v.Count
+	for name, counts := range want {
+		got := map[string]uint64{}
+		for i, v := range f[name] {
+			got[v.Value] = v.Count
+			if i > 0 {
+				require.GreaterOrEqual(t, f[name][i-1].Count, v.Count, "%s: most first", name)
+			}
+		}
+		require.Equal(t, counts, got, name)
 	}
-	require.Equal(t, outcomes, got)
-	got = map[string]uint64{}
-	for _, v := range f[store.FacetUser] {
-		got[v.Value] = v.Count
-	}
-	require.Equal(t, users, got)
 
 	rng := filter.Filter{From: time.Now().Add(-3 * time.Hour), To: time.Now().Add(time.Minute)}
 	series, err := db.OutcomeSeries(ctx, sc, rng, 15*time.Minute)
