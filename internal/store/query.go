@@ -290,13 +290,16 @@ func beyond(edge, bound time.Time, older bool) bool {
 	return edge.Before(bound)
 }
 
-// windowEdge adds one edge of a window d away from the anchor: the far
-// edge is inclusive, the near edge of a later window exclusive, so that
-// consecutive windows neither overlap nor leave a gap.
+// windowEdge adds one edge of a window d away from the anchor: its far
+// edge, or the near edge of a later window. An edge's own second belongs
+// to the window on its newer side, so that consecutive windows neither
+// overlap nor leave a gap.
 func windowEdge(cond string, args []any, older, far bool, anchor time.Time,
 	d time.Duration) (string, []any) {
-	op := map[[2]bool]string{{true, true}: ">=", {true, false}: "<",
-		{false, true}: "<", {false, false}: ">="}[[2]bool{older, far}]
+	op := "<"
+	if older == far {
+		op = ">="
+	}
 	args = append(slices.Clip(args), shift(anchor, d, older))
 	return cond + " AND occurred_at " + op + " ?", args
 }
