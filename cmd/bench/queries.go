@@ -173,7 +173,7 @@ func (c *queriesCmd) Run(root *cli) error {
 func (c *queriesCmd) step(ctx context.Context, st *store.Store, n int, loaded *int, next *uint64,
 	now time.Time, detached *detachedParts) error {
 	switch {
-	case n == 0 && *loaded > 0:
+	case n == 0 && *loaded > 0 && !detached.any():
 		if err := detached.detach(ctx); err != nil {
 			return err
 		}
