@@ -13,7 +13,10 @@
 //
 // Both passes go round the lanes, so projects over quota share what is left
 // evenly. Over-quota events are stored like any other, only later; they are
-// counted per project and minute (see Usage).
+// counted per project and minute (see Usage). At most OverQuotaHeld of them
+// are out with the ingester at a time (handed out and not yet acknowledged,
+// rejected or released), so that a quiet project's next event never waits
+// in the ingester behind more of a flood than that.
 //
 // Projects without a policy folder are read by the rest lane: the ingester's
 // original durable consumer over every tenant's decisions, which acknowledges
@@ -59,6 +62,11 @@ type LanesConfig struct {
 	// RestBusyRate is how many messages a second the rest lane reads
 	// while project lanes have work waiting, default 2,000.
 	RestBusyRate int
+	// OverQuotaHeld bounds the over-quota messages handed out and not yet
+	// settled, all lanes together, default 10,000: two of the ingester's
+	// batches, which keep its two inserts busy. Messages within quota are
+	// never held back. Keep it at least twice the ingester's batch size.
+	OverQuotaHeld int
 }
 
 func (c *LanesConfig) defaults() {
@@ -76,6 +84,9 @@ func (c *LanesConfig) defaults() {
 	}
 	if c.RestBusyRate <= 0 {
 		c.RestBusyRate = 2000
+	}
+	if c.OverQuotaHeld <= 0 {
+		c.OverQuotaHeld = 10_000
 	}
 }
 
@@ -111,6 +122,7 @@ type Lanes struct {
 	skipped  atomic.Uint64
 	laneErrs atomic.Uint64
 	waiting  atomic.Int64 // messages in project lanes' buffers and heads
+	held     atomic.Int64 // over-quota messages handed out and not settled
 }
 
 // lane is one consumer and the messages it holds ready.
@@ -432,12 +444,16 @@ func (ln *lane) name() string {
 }
 
 // pick takes the next message: the first lane in turn whose next message is
-// within quota, else the first lane in turn with any message.
+// within quota, else, while fewer than OverQuotaHeld over-quota messages are
+// out, the first lane in turn with any message.
 func (l *Lanes) pick() jetstream.Msg {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(l.order)
 	for pass := 0; pass < 2; pass++ {
+		if pass == 1 && l.held.Load() >= int64(l.cfg.OverQuotaHeld) {
+			return nil
+		}
 		for i := 0; i < n; i++ {
 			idx := (l.rr + i) % n
 			ln := l.order[idx]
@@ -457,10 +473,55 @@ func (l *Lanes) pick() jetstream.Msg {
 			}
 			l.rr = (idx + 1) % n
 			l.count(ln, m, ln.headAt, within)
+			if !within {
+				l.held.Add(1)
+				return &overMsg{Msg: m, l: l}
+			}
 			return m
 		}
 	}
 	return nil
+}
+
+// overMsg is an over-quota message out with the ingester; settling it frees
+// its place among the OverQuotaHeld. InProgress does not settle.
+type overMsg struct {
+	jetstream.Msg
+	l       *Lanes
+	settled atomic.Bool
+}
+
+// release frees the message's place, once, and wakes a waiting Next.
+func (m *overMsg) release() {
+	if !m.settled.CompareAndSwap(false, true) {
+		return
+	}
+	m.l.held.Add(-1)
+	select {
+	case m.l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *overMsg) Ack() error { m.release(); return m.Msg.Ack() }
+
+func (m *overMsg) DoubleAck(ctx context.Context) error {
+	m.release()
+	return m.Msg.DoubleAck(ctx)
+}
+
+func (m *overMsg) Nak() error { m.release(); return m.Msg.Nak() }
+
+func (m *overMsg) NakWithDelay(d time.Duration) error {
+	m.release()
+	return m.Msg.NakWithDelay(d)
+}
+
+func (m *overMsg) Term() error { m.release(); return m.Msg.Term() }
+
+func (m *overMsg) TermWithReason(reason string) error {
+	m.release()
+	return m.Msg.TermWithReason(reason)
 }
 
 // peek makes the lane's next message its head, if it has one. Lanes.mu held.

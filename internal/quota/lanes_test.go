@@ -1,7 +1,6 @@
 package quota_test
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -78,43 +77,77 @@ func (e *laneEnv) publish(t *testing.T, k tenant.Key, n int) {
 	}
 }
 
-func (e *laneEnv) lanes(t *testing.T) (*quota.Lanes, jetstream.MessagesContext) {
+func (e *laneEnv) lanes(t *testing.T) (*quota.Lanes, *reader) {
 	t.Helper()
-	l, err := quota.NewLanes(t.Context(), e.st, e.rest, e.reg, e.usage,
-		quota.LanesConfig{Prefetch: 64}, slog.New(slog.DiscardHandler))
+	return e.lanesWith(t, quota.LanesConfig{Prefetch: 64})
+}
+
+func (e *laneEnv) lanesWith(t *testing.T, cfg quota.LanesConfig) (*quota.Lanes, *reader) {
+	t.Helper()
+	l, err := quota.NewLanes(t.Context(), e.st, e.rest, e.reg, e.usage, cfg,
+		slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	it, err := l.Messages()
 	require.NoError(t, err)
 	t.Cleanup(it.Stop)
-	return l, it
+	return l, newReader(t, it)
+}
+
+// reader reads an iterator on one goroutine, so that a wait that timed out
+// leaves no second caller of Next behind to take the message after.
+type reader struct{ msgs chan jetstream.Msg }
+
+func newReader(t *testing.T, it jetstream.MessagesContext) *reader {
+	r := &reader{msgs: make(chan jetstream.Msg)}
+	go func() {
+		defer close(r.msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return
+			}
+			select {
+			case r.msgs <- m:
+			case <-t.Context().Done():
+				return
+			}
+		}
+	}()
+	return r
+}
+
+// next returns the next message, or nil if none comes within wait.
+func (r *reader) next(t *testing.T, wait time.Duration) jetstream.Msg {
+	t.Helper()
+	select {
+	case m, ok := <-r.msgs:
+		require.True(t, ok, "iterator closed")
+		return m
+	case <-time.After(wait):
+		return nil
+	}
 }
 
 // take reads n messages, acknowledging each, and returns their projects.
-func take(t *testing.T, it jetstream.MessagesContext, n int) []tenant.Key {
+func take(t *testing.T, r *reader, n int) []tenant.Key {
 	t.Helper()
 	out := make([]tenant.Key, 0, n)
 	for range n {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		done := make(chan struct{})
-		var m jetstream.Msg
-		var err error
-		go func() {
-			defer close(done)
-			m, err = it.Next()
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
+		m := r.next(t, 10*time.Second)
+		if m == nil {
 			t.Fatalf("no message after %d", len(out))
 		}
-		cancel()
-		require.NoError(t, err)
-		acct, proj, _, perr := events.ParseSubject(m.Subject())
-		require.NoError(t, perr)
 		require.NoError(t, m.Ack())
-		out = append(out, tenant.Key{Account: acct, Project: proj})
+		out = append(out, project(t, m))
 	}
 	return out
+}
+
+func project(t *testing.T, m jetstream.Msg) tenant.Key {
+	t.Helper()
+	acct, proj, _, err := events.ParseSubject(m.Subject())
+	require.NoError(t, err)
+	return tenant.Key{Account: acct, Project: proj}
 }
 
 func TestWithinQuotaGoesFirst(t *testing.T) {
@@ -136,6 +169,42 @@ func TestWithinQuotaGoesFirst(t *testing.T) {
 		}
 	}
 	require.Equal(t, 20, n, "every calm event among the first 40: %v", got)
+}
+
+func TestOverQuotaMessagesOutAreBounded(t *testing.T) {
+	flood := tenant.Key{Account: "flood", Project: "app"}
+	calm := tenant.Key{Account: "calm", Project: "app"}
+	e := newLaneEnv(t, map[tenant.Key]string{flood: "tiny", calm: "roomy"})
+	e.publish(t, flood, 100)
+	_, it := e.lanesWith(t, quota.LanesConfig{Prefetch: 64, OverQuotaHeld: 10})
+
+	// The burst of 5 is within quota, then 10 over quota may be out.
+	var out []jetstream.Msg
+	for range 15 {
+		m := it.next(t, 10*time.Second)
+		require.NotNil(t, m, "message %d", len(out)+1)
+		out = append(out, m)
+	}
+	require.Nil(t, it.next(t, 500*time.Millisecond),
+		"no 11th over-quota message while ten are out")
+
+	// Within quota goes past them.
+	e.publish(t, calm, 1)
+	m := it.next(t, 10*time.Second)
+	require.NotNil(t, m)
+	require.Equal(t, calm, project(t, m))
+	require.NoError(t, m.Ack())
+
+	// Settling one over-quota message lets the next one out; a second,
+	// refused acknowledgement frees no other place.
+	require.NoError(t, out[14].Ack())
+	require.Error(t, out[14].Ack())
+	m = it.next(t, 10*time.Second)
+	require.NotNil(t, m, "one out after an ack")
+	require.Equal(t, flood, project(t, m))
+	require.Nil(t, it.next(t, 500*time.Millisecond), "ten out again")
+	require.NoError(t, out[13].Nak())
+	require.NotNil(t, it.next(t, 10*time.Second), "one out after a nak")
 }
 
 func TestOverQuotaLanesShareInTurn(t *testing.T) {
@@ -176,16 +245,7 @@ func TestRestLaneReadsProjectsWithoutFolder(t *testing.T) {
 		10*time.Millisecond, "the rest lane skips the messages of projects with a lane")
 
 	// Nothing more arrives: no copy through the other path.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = it.Next()
-	}()
-	select {
-	case <-done:
-		t.Fatal("an extra message arrived")
-	case <-time.After(500 * time.Millisecond):
-	}
+	require.Nil(t, it.next(t, 500*time.Millisecond), "an extra message arrived")
 }
 
 func TestNewLaneStartsWhereTheRestLaneStands(t *testing.T) {
