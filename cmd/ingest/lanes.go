@@ -25,11 +25,12 @@ type lanesFlags struct {
 }
 
 // start returns the consumer the ingester reads: rest itself without
-// --tiers, else lanes over it. The returned func stops the reloads and
-// waits for the last flush of quota counts.
+// --tiers, else lanes over it, which let two of the ingester's batches of
+// over-quota events (batchSize rows each) out at a time. The returned func
+// stops the reloads and waits for the last flush of quota counts.
 func (f lanesFlags) start(ctx context.Context, st jetstream.Stream, rest jetstream.Consumer,
-	db *store.Store, reg prometheus.Registerer, log *slog.Logger) (jetstream.Consumer,
-	func(), error) {
+	db *store.Store, reg prometheus.Registerer, batchSize int,
+	log *slog.Logger) (jetstream.Consumer, func(), error) {
 	if f.Tiers == "" {
 		return rest, func() {}, nil
 	}
@@ -46,7 +47,8 @@ func (f lanesFlags) start(ctx context.Context, st jetstream.Stream, rest jetstre
 		return nil, nil, &configError{"tiers", "GUARD_TIERS", err}
 	}
 	usage := quota.NewUsage(db, reg, log)
-	lanes, err := quota.NewLanes(ctx, st, rest, tenants, usage, quota.LanesConfig{}, log)
+	lanes, err := quota.NewLanes(ctx, st, rest, tenants, usage,
+		quota.LanesConfig{OverQuotaHeld: 2 * batchSize}, log)
 	if err != nil {
 		return nil, nil, err
 	}

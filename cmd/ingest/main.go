@@ -261,7 +261,7 @@ func run(ctx context.Context, c cli, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(
 		collectors.ProcessCollectorOpts{}))
-	source, lanesDone, err := c.Lanes.start(ctx, st, cons, db, reg, log)
+	source, lanesDone, err := c.Lanes.start(ctx, st, cons, db, reg, c.BatchSize, log)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ type LanesConfig struct {
 	// OverQuotaHeld bounds the over-quota messages handed out and not yet
 	// settled, all lanes together, default 10,000: two of the ingester's
 	// batches, which keep its two inserts busy. Messages within quota are
-	// never held back. Keep it at least twice the ingester's batch size.
+	// never held back. cmd/ingest sets it to twice its --batch-size.
 	OverQuotaHeld int
 }
 
