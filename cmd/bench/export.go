@@ -153,7 +153,8 @@ func (c *exportCmd) child(ctx context.Context, root *cli, db, format string) (ex
 	}
 	cmd := exec.CommandContext(ctx, self, "--clickhouse-addr", root.ClickHouseAddr, "export",
 		"--database", db, "--days", fmt.Sprint(c.Days), "--memory-limit", fmt.Sprint(c.MemLimit),
-		"--window-rows", fmt.Sprint(c.WindowRows), "--clickhouse-compression", c.Compression, "--profile", c.Profile, "--child", format)
+		"--window-rows", fmt.Sprint(c.WindowRows), "--clickhouse-compression", c.Compression,
+		"--profile", c.Profile, "--child", format)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
