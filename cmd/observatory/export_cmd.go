@@ -27,6 +27,7 @@ type clickHouseFlags struct {
 	CHDB   string `name:"clickhouse-db" env:"GUARD_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
 	CHUser string `name:"clickhouse-user" env:"GUARD_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
 	CHPass string `name:"clickhouse-password" env:"GUARD_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	CHComp string `name:"clickhouse-compression" env:"GUARD_CLICKHOUSE_COMPRESSION" default:"lz4" enum:"lz4,none" help:"Compression of result blocks on the wire: lz4, or none for a ClickHouse on the same host."`
 }
 
 // exportCmd writes one project's decisions to a file with a signed
@@ -154,7 +155,7 @@ func (c *exportCmd) Run() error {
 		return err
 	}
 	st, err := store.Open(ctx, store.Config{Addr: c.CHAddr, Database: c.CHDB,
-		User: c.CHUser, Password: c.CHPass, Logger: log})
+		User: c.CHUser, Password: c.CHPass, Compression: c.CHComp, Logger: log})
 	if err != nil {
 		return err
 	}

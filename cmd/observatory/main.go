@@ -46,6 +46,7 @@ type serveCmd struct {
 	CHDB      string `name:"clickhouse-db" env:"GUARD_CLICKHOUSE_DB" default:"observatory" help:"ClickHouse database."`
 	CHUser    string `name:"clickhouse-user" env:"GUARD_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
 	CHPass    string `name:"clickhouse-password" env:"GUARD_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	CHComp    string `name:"clickhouse-compression" env:"GUARD_CLICKHOUSE_COMPRESSION" default:"lz4" enum:"lz4,none" help:"Compression of result blocks on the wire: lz4, or none for a ClickHouse on the same host."`
 	Policies  string `name:"policies" env:"GUARD_POLICIES" default:"policies" type:"existingdir" help:"Cedar policy folder; reloaded on change."`
 	JWKSFile  string `name:"jwks-file" env:"GUARD_JWKS_FILE" help:"JWKS file of the token issuer."`
 	JWKSURL   string `name:"jwks-url" env:"GUARD_JWKS_URL" help:"JWKS URL of the token issuer."`
@@ -143,7 +144,7 @@ func run(ctx context.Context, c *serveCmd, log *slog.Logger) error {
 		return fmt.Errorf("watch policies: %w", err)
 	}
 	st, err := store.Open(ctx, store.Config{Addr: c.CHAddr, Database: c.CHDB,
-		User: c.CHUser, Password: c.CHPass, Logger: log})
+		User: c.CHUser, Password: c.CHPass, Compression: c.CHComp, Logger: log})
 	if err != nil {
 		return err
 	}
