@@ -11,6 +11,8 @@
 #                      them takes a few minutes)
 #   BENCH_OUT          output file (default BENCHMARKS.md in the repository)
 #   BENCH_ONLY         space-separated subset, e.g. "queries export"
+#   BENCH_COMPRESSION  wire compression of ingest and export blocks (default
+#                      none: the ClickHouse here is on the same host)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +22,7 @@ port=${BENCH_PORT:-19700}
 export_rows=${BENCH_EXPORT_ROWS:-5000000}
 out=${BENCH_OUT:-$root/BENCHMARKS.md}
 only=${BENCH_ONLY:-ingest queries export alerts}
+comp=${BENCH_COMPRESSION:-none}
 
 port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -86,9 +89,11 @@ run() {
 
 failed=()
 
-run ingest --ingest-bin "$tmp/ingest" --clickhouse-pid "$chpid"
-run queries
-run export --rows "$export_rows"
+run ingest --ingest-bin "$tmp/ingest" --clickhouse-pid "$chpid" --clickhouse-compression "$comp"
+# The viewed project's pages with the neighbour detached (0 rows) and at 9M,
+# in interleaved rounds so that load drift hits both steps alike.
+run queries --neighbour-steps 0,9000000 --requests 60 --rounds 6
+run export --rows "$export_rows" --server-pid "$chpid" --clickhouse-compression "$comp"
 run alerts
 
 # One table of every figure against its target, above the full output.

@@ -90,6 +90,7 @@ func (c *exportCmd) Run(root *cli) error {
 	fmt.Printf("| format | rows | bytes | seconds | rows/s | export CPU s | CPU s per M rows |" +
 		" server CPU s | peak RSS MB | load avg |\n")
 	fmt.Printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	var done []exportFigures
 	for _, f := range runs {
 		srv0 := serverCPU(c.ServerPID)
 		fig, err := c.child(ctx, root, db, f)
@@ -103,6 +104,14 @@ func (c *exportCmd) Run(root *cli) error {
 		fmt.Printf("| %s | %d | %d | %.1f | %.0f | %.1f | %.2f | %s | %.1f | %s |\n", fig.Format,
 			fig.Rows, fig.Bytes, fig.Seconds, float64(fig.Rows)/fig.Seconds, fig.CPU,
 			fig.CPU/float64(max(fig.Rows, 1))*1e6, srv, float64(fig.PeakRSS)/1024, loadAvg())
+		done = append(done, fig)
+	}
+	fmt.Println()
+	for _, fig := range done {
+		rate, mb := float64(fig.Rows)/fig.Seconds, float64(fig.PeakRSS)/1024
+		summary(fmt.Sprintf("export: %s, %d rows", fig.Format, fig.Rows),
+			fmt.Sprintf("%.0f rows/s, peak RSS %.0f MB", rate, mb),
+			"≥ 100,000 rows/s, < 150 MB", rate >= 100_000 && mb < 150)
 	}
 	if c.Keep {
 		fmt.Printf("kept database %s; rerun with --database %s\n", db, db)

@@ -28,6 +28,7 @@ type ingestCmd struct {
 	BatchSize     int    `name:"batch-size" default:"20000" help:"Ingester batch size."`
 	IngestBin     string `name:"ingest-bin" type:"existingfile" help:"Built cmd/ingest: the end-to-end run starts it as its own process and reports its peak RSS and CPU; without it the ingester runs in this process."`
 	ClickHousePID int    `name:"clickhouse-pid" help:"Process id of the ClickHouse server, to report its CPU time per event."`
+	Compression   string `name:"clickhouse-compression" default:"lz4" enum:"lz4,none" help:"Compression of insert blocks on the wire, for every measurement and the ingester process."`
 }
 
 // ingestResult holds one run's figures, in events per second, and the CPU
@@ -197,7 +198,8 @@ func (c *ingestCmd) run(ctx context.Context, chAddr string) (ingestResult, error
 	meter.since(cpu, "consume only", "bench: consumer + embedded NATS", n)
 
 	// Insert the same rows without NATS.
-	rawDB, err := store.Open(ctx, store.Config{Addr: chAddr, Database: "bench_insert"})
+	rawDB, err := store.Open(ctx, store.Config{Addr: chAddr, Database: "bench_insert",
+		Compression: c.Compression})
 	if err != nil {
 		return res, err
 	}
@@ -212,7 +214,8 @@ func (c *ingestCmd) run(ctx context.Context, chAddr string) (ingestResult, error
 
 	// The ingester drains the stream that is already full.
 	cpu = meter.read()
-	res.Backlog, err = ingestRun(ctx, chAddr, "bench_backlog", st, js, n, batchSize, nil)
+	res.Backlog, err = ingestRun(ctx, chAddr, c.Compression, "bench_backlog", st, js, n,
+		batchSize, nil)
 	if err != nil {
 		return res, err
 	}
@@ -228,7 +231,7 @@ func (c *ingestCmd) run(ctx context.Context, chAddr string) (ingestResult, error
 		cpu = meter.read()
 		var ing procFigures
 		res.EndToEnd, ing, err = ingestProcessRun(ctx, c.IngestBin, srv.ClientURL(), chAddr,
-			"bench_e2e", js, n, batchSize, publish)
+			c.Compression, "bench_e2e", js, n, batchSize, publish)
 		if err != nil {
 			return res, err
 		}
@@ -243,7 +246,8 @@ func (c *ingestCmd) run(ctx context.Context, chAddr string) (ingestResult, error
 		return res, err
 	}
 	cpu = meter.read()
-	res.EndToEnd, err = ingestRun(ctx, chAddr, "bench_e2e", st, js, n, batchSize, publish)
+	res.EndToEnd, err = ingestRun(ctx, chAddr, c.Compression, "bench_e2e", st, js, n,
+		batchSize, publish)
 	meter.since(cpu, "end to end", "bench: publisher + ingester + embedded NATS", n)
 	return res, err
 }
@@ -258,7 +262,7 @@ type procFigures struct {
 // server and a fresh database, publishes, and returns events per second
 // from the first publish until all n are visible, with the ingester's CPU
 // and peak RSS.
-func ingestProcessRun(ctx context.Context, bin, natsURL, chAddr, dbName string,
+func ingestProcessRun(ctx context.Context, bin, natsURL, chAddr, comp, dbName string,
 	js jetstream.JetStream, n, batchSize int, publish func() error) (float64, procFigures,
 	error) {
 	var fig procFigures
@@ -271,6 +275,7 @@ func ingestProcessRun(ctx context.Context, bin, natsURL, chAddr, dbName string,
 	cmd := exec.Command(bin, "--nats-url", natsURL, "--stream", "BENCH",
 		"--durable", "ingest-e2e", "--clickhouse-addr", chAddr, "--clickhouse-db", dbName,
 		"--batch-size", strconv.Itoa(batchSize), "--batch-wait", "200ms",
+		"--clickhouse-compression", comp,
 		"--http-addr", "127.0.0.1:0", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -330,9 +335,9 @@ func waitVisible(ctx context.Context, db *store.Store, want uint64) error {
 
 // ingestRun runs an ingester into a fresh database until n events are
 // visible, optionally publishing meanwhile, and returns events per second.
-func ingestRun(ctx context.Context, chAddr, dbName string, st jetstream.Stream,
+func ingestRun(ctx context.Context, chAddr, comp, dbName string, st jetstream.Stream,
 	js jetstream.JetStream, n, batchSize int, publish func() error) (float64, error) {
-	db, err := store.Open(ctx, store.Config{Addr: chAddr, Database: dbName})
+	db, err := store.Open(ctx, store.Config{Addr: chAddr, Database: dbName, Compression: comp})
 	if err != nil {
 		return 0, err
 	}

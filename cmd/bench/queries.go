@@ -554,6 +554,33 @@ func printQueries(rs []qResult, steps []int) {
 		}
 		fmt.Printf("| %s | %s | %s | %.2f | %s |\n", name, qms(a.p95), qms(b.p95), ratio, verdict)
 	}
+	fmt.Println()
+	for _, name := range order {
+		rows := byPage[name]
+		var worst, mid time.Duration
+		var ratio float64
+		for _, r := range rows {
+			worst, mid = max(worst, r.p95), max(mid, r.p50)
+		}
+		for _, r := range rows {
+			if r.neighbour == last {
+				for _, f := range rows {
+					if f.neighbour == first {
+						ratio = float64(r.p95) / float64(max(f.p95, time.Microsecond))
+					}
+				}
+			}
+		}
+		figure := fmt.Sprintf("p50 %s / p95 %s ms", qms(mid), qms(worst))
+		if name == "traces page (24h)" {
+			summary("queries: "+name+", slower step of the two", figure, "p95 < 100 ms",
+				worst < 100*time.Millisecond)
+		} else {
+			summary("queries: "+name+", slower step of the two", figure, "", true)
+		}
+		summary(fmt.Sprintf("queries: %s, p95 ratio neighbour %d / %d rows", name, last, first),
+			fmt.Sprintf("%.2f", ratio), "≤ 1.3", ratio <= 1.3)
+	}
 }
 
 func loadAvg() string {
