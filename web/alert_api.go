@@ -51,17 +51,18 @@ func (s *server) api(h appHandler) http.Handler {
 }
 
 // apiViewer authenticates as viewer does: a bearer token, else the
-// session cookie; a credential that does not verify is not found.
+// session cookie. A token that does not verify gets 401 whatever the path;
+// a session cookie that no longer verifies is not found.
 func (s *server) apiViewer(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		token, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || len(token) > maxTokenBytes {
-			return r, errNotFound
+			return r, errBadToken
 		}
 		token = strings.TrimSpace(token)
 		p, err := s.Verifier.Verify(r.Context(), token)
 		if err != nil || p == nil {
-			return r, errNotFound
+			return r, errBadToken
 		}
 		v := viewerCtx{p: p, token: token, bearer: true}
 		return r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)), nil
@@ -87,6 +88,10 @@ func (s *server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errSignIn):
 		s.writeJSON(w, http.StatusUnauthorized,
 			apiError{Error: "sign in, or send Authorization: Bearer <token>"})
+	case errors.Is(err, errBadToken):
+		w.Header().Set("WWW-Authenticate", badTokenChallenge)
+		s.writeJSON(w, http.StatusUnauthorized,
+			apiError{Error: "the bearer token is not valid or has expired"})
 	case errors.Is(err, errNotFound), errors.Is(err, alert.ErrNotFound):
 		s.writeJSON(w, http.StatusNotFound, apiError{Error: "not found"})
 	case errors.As(err, &se):
@@ -95,7 +100,8 @@ func (s *server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 		s.writeJSON(w, http.StatusBadRequest, apiError{Error: fe.Msg, Field: fe.Param})
 	case errors.As(err, &ue):
 		retryAfter(w, ue.RetryAfter)
-		s.writeJSON(w, ue.Status, apiError{Error: ue.Msg})
+		s.writeJSON(w, ue.Status, apiError{Error: strings.TrimPrefix(ue.Msg, ue.Param+": "),
+			Field: ue.Param})
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 	default:
 		s.log.ErrorContext(r.Context(), "api request failed", "method", r.Method,

@@ -18,10 +18,21 @@ var errNotFound = errors.New("not found")
 // errSignIn asks the viewer to sign in first.
 var errSignIn = errors.New("sign-in required")
 
+// errBadToken answers a bearer token that does not verify (tampered,
+// expired, unsigned, signed by another key, not a bearer token): the same
+// 401 whatever the request names, so it tells nothing about what exists.
+var errBadToken = errors.New("bearer token not valid")
+
+// badTokenChallenge is the WWW-Authenticate header of errBadToken.
+const badTokenChallenge = `Bearer error="invalid_token"`
+
 // userError is a problem the viewer can fix; Msg is safe to show.
 type userError struct {
 	Status int
 	Msg    string
+	// Param names the request parameter at fault, if one is; Msg then
+	// starts with it.
+	Param string
 	// RetryAfter, when set, is sent as Retry-After: when trying again may
 	// succeed (a limit that frees up).
 	RetryAfter time.Duration
@@ -31,7 +42,7 @@ func (e *userError) Error() string { return e.Msg }
 
 // badParam is a 400 naming the query parameter at fault.
 func badParam(param, format string, args ...any) error {
-	return &userError{Status: http.StatusBadRequest,
+	return &userError{Status: http.StatusBadRequest, Param: param,
 		Msg: param + ": " + fmt.Sprintf(format, args...)}
 }
 
@@ -61,11 +72,16 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 			target += "?next=" + url.QueryEscape(r.URL.RequestURI())
 		}
 		http.Redirect(w, r, target, http.StatusSeeOther)
+	case errors.Is(err, errBadToken):
+		w.Header().Set("WWW-Authenticate", badTokenChallenge)
+		s.errorPage(w, r, http.StatusUnauthorized, "Unauthorized",
+			"The token sent with this request is not valid or has expired.")
 	case errors.Is(err, errNotFound):
 		s.errorPage(w, r, http.StatusNotFound, "Not found",
 			"There is nothing here, or you do not have access to it.")
 	case errors.As(err, &fe):
-		s.errorPage(w, r, http.StatusBadRequest, "Bad request", fe.Error())
+		s.errorPage(w, r, http.StatusBadRequest, http.StatusText(http.StatusBadRequest),
+			fe.Error())
 	case errors.As(err, &ue):
 		retryAfter(w, ue.RetryAfter)
 		s.errorPage(w, r, ue.Status, http.StatusText(ue.Status), ue.Msg)

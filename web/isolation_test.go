@@ -73,11 +73,12 @@ func TestSharedSessionIDIsTwoSessions(t *testing.T) {
 	require.NotContains(t, text(doc.Selection), "globex")
 }
 
-func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
+// TestBadTokensAnswerUnauthorizedWhateverThePath: a bearer token that does
+// not verify gets one 401, the same for a project that exists, another
+// tenant's and none at all, so it tells nothing about what exists.
+func TestBadTokensAnswerUnauthorizedWhateverThePath(t *testing.T) {
 	e := newEnv(t)
 	base := e.srv.URL
-	acme := signIn(t, base, e.token(t, "acme", []string{"proj_prod"}, []string{"admin"}))
-	_, wantBody := notFound(t, acme, base)
 
 	good := e.token(t, "acme", []string{"proj_prod"}, []string{"admin"})
 	otherKey := t.TempDir()
@@ -93,17 +94,35 @@ func TestBadCredentialsAnswerLikeNotFound(t *testing.T) {
 
 	tokens := map[string]string{"tampered": tampered, "expired": expired,
 		"unsigned": unsigned, "signed by another key": foreign, "garbage": "not-a-token"}
+	tokens["not a bearer token"] = ""
 	for name, tok := range tokens {
 		t.Run(name, func(t *testing.T) {
+			auth := "Bearer " + tok
+			if tok == "" {
+				auth = "Basic YWNtZTpwdw=="
+			}
+			bodies := map[string]string{}
 			for _, p := range []string{"/p/proj_prod/traces",
-				"/p/proj_prod/traces/evt-acme-shared"} {
+				"/p/proj_prod/traces/evt-acme-shared", "/p/proj_support/traces",
+				"/p/no-such-project/traces/evt-none", "/api/p/proj_prod/traces",
+				"/api/p/no-such-project/traces"} {
 				req, _ := http.NewRequest(http.MethodGet, base+p, nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Authorization", auth)
 				resp, err := http.DefaultClient.Do(req)
 				require.NoError(t, err)
 				body := readAll(t, resp)
-				require.Equal(t, http.StatusNotFound, resp.StatusCode)
-				require.Equal(t, wantBody, body)
+				require.Equal(t, http.StatusUnauthorized, resp.StatusCode, p)
+				require.Equal(t, `Bearer error="invalid_token"`,
+					resp.Header.Get("WWW-Authenticate"), p)
+				kind := "page"
+				if strings.HasPrefix(p, "/api/") {
+					kind = "api"
+				}
+				if want, ok := bodies[kind]; ok {
+					require.Equal(t, want, body, "same answer whatever %s names", p)
+				}
+				bodies[kind] = body
+				require.NotContains(t, body, "evt-", "no decision of any tenant")
 			}
 		})
 	}

@@ -110,20 +110,20 @@ func (s *server) loadViewer(w http.ResponseWriter, r *http.Request) *http.Reques
 
 // viewer wraps a handler that needs a signed-in viewer, from the session
 // cookie or an "Authorization: Bearer" token (for scripts). Without either
-// the viewer is sent to sign in. A credential that does not verify
-// (tampered, expired, unsigned, signed by another key) is answered exactly
-// like a resource that does not exist, so it learns nothing about what
-// exists; a bad cookie is dropped too.
+// the viewer is sent to sign in. A token that does not verify (tampered,
+// expired, unsigned, signed by another key) gets the same 401 whatever the
+// path names, so it learns nothing about what exists; a session cookie
+// that no longer verifies is dropped and the viewer sent to sign in.
 func (s *server) viewer(h appHandler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if auth := r.Header.Get("Authorization"); auth != "" {
 			token, ok := strings.CutPrefix(auth, "Bearer ")
 			if !ok || len(token) > maxTokenBytes {
-				return errNotFound
+				return errBadToken
 			}
 			p, err := s.Verifier.Verify(r.Context(), strings.TrimSpace(token))
 			if err != nil || p == nil {
-				return errNotFound
+				return errBadToken
 			}
 			v := viewerCtx{p: p, token: token, bearer: true}
 			return h(w, r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)))
