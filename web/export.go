@@ -166,7 +166,7 @@ func (s *server) exportPageFacts(ctx context.Context, sc store.Scope, f filter.F
 		if span := f.To.Sub(f.From); span > lim.MaxRange {
 			v.Disabled = fmt.Sprintf("The range spans %s; this project's tier (%s) exports "+
 				"at most %s at once. Narrow the range on the traces page.",
-				duration(span), lim.Tier, spanText(lim.MaxRange))
+				duration(span), lim.Tier, filter.SpanText(lim.MaxRange))
 			return nil
 		}
 	}
@@ -214,7 +214,7 @@ func limitsText(lim export.Limits) string {
 	}
 	t := fmt.Sprintf("This project's tier (%s) exports at most %s decisions and %s per "+
 		"file, %d at a time", lim.Tier, count(uint64(lim.MaxRows)),
-		spanText(lim.MaxRange), lim.Concurrent)
+		filter.SpanText(lim.MaxRange), lim.Concurrent)
 	if lim.PerDay > 0 {
 		t += fmt.Sprintf(", %d per day (UTC)", lim.PerDay)
 	}

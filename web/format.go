@@ -108,22 +108,6 @@ func count(n uint64) string {
 	return b.String()
 }
 
-// spanText writes a tier limit's span as the tiers file does: "31d",
-// "6h", "1h30m".
-func spanText(d time.Duration) string {
-	if day := 24 * time.Hour; d > 0 && d%day == 0 {
-		return strconv.FormatInt(int64(d/day), 10) + "d"
-	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 func duration(d time.Duration) string {
 	switch {
 	case d < time.Minute:

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -53,7 +54,7 @@ func (s *server) checkRange(sc store.Scope, f filter.Filter) error {
 		param = "range"
 	}
 	return badParam(param, "the time range may span at most %s on this project's tier (%s)",
-		spanText(t.Query.MaxRange.D()), t.Name)
+		filter.SpanText(t.Query.MaxRange.D()), t.Name)
 }
 
 // scopedFilter reads the filter of a request about the project of sc: a
@@ -68,6 +69,15 @@ func (s *server) scopedFilter(r *http.Request, sc store.Scope) (filter.Filter, *
 	}
 	loc := viewerZone(r)
 	f, err := filter.Parse(q, s.Now(), loc)
+	var fe *filter.Error
+	if errors.As(err, &fe) && fe.TooLong {
+		if t := s.tier(sc); t != nil {
+			// Longer than any filter may be is longer than the tier's limit
+			// too: name the limit that applies to this project.
+			return filter.Filter{}, nil, badParam("from", "the time range may span at most "+
+				"%s on this project's tier (%s)", filter.SpanText(t.Query.MaxRange.D()), t.Name)
+		}
+	}
 	if err != nil {
 		return filter.Filter{}, nil, err
 	}

@@ -130,6 +130,7 @@ type apiPage struct {
 	Limit int    `json:"limit"`
 	Next  string `json:"next"`
 	Error string `json:"error"`
+	Field string `json:"field"`
 }
 
 // presetNames lists the time range presets a page offers.
@@ -176,8 +177,9 @@ func TestTierQueryLimits(t *testing.T) {
 		var page apiPage
 		resp := apiGet(t, globex, e.base+"/api/p/proj_prod/traces?limit=21", &page)
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-		require.Contains(t, page.Error, "limit")
+		require.Equal(t, "limit", page.Field, "the API names the parameter as for filters")
 		require.Contains(t, page.Error, "at most 20 rows")
+		require.False(t, strings.HasPrefix(page.Error, "limit:"), page.Error)
 		page = apiPage{}
 		resp = apiGet(t, globex, e.base+"/api/p/proj_prod/traces", &page)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -230,6 +232,14 @@ func TestTierQueryLimits(t *testing.T) {
 		resp := apiGet(t, globex, e.base+"/api/p/proj_prod/traces?range=24h", &page)
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 		require.Contains(t, page.Error, "at most 6h")
+		require.Equal(t, "range", page.Field)
+
+		// Longer than any filter may be: the message names the tier's limit.
+		status, body := get(t, globex,
+			e.base+"/p/proj_prod/traces?from=2019-01-01T00:00:00Z&to=2023-01-01T00:00:00Z")
+		require.Equal(t, http.StatusBadRequest, status)
+		require.Equal(t, "from: the time range may span at most 6h on this project's tier "+
+			"(pro)", errorMessage(t, body))
 
 		// Without a range the pages open on the widest preset the tier
 		// allows, and offer no longer one.
@@ -247,7 +257,7 @@ func TestTierQueryLimits(t *testing.T) {
 		status, doc = getDoc(t, acme, ent+"/traces?range=30d")
 		require.Equal(t, http.StatusOK, status)
 		require.Contains(t, presetNames(doc), "90d")
-		status, body := get(t, acme, e.base+"/p/proj_staging?range=30d")
+		status, body = get(t, acme, e.base+"/p/proj_staging?range=30d")
 		require.Equal(t, http.StatusBadRequest, status)
 		require.Contains(t, errorMessage(t, body), "at most 7d")
 

@@ -92,7 +92,7 @@ func (s *server) projectCounts(ctx context.Context, sc store.Scope,
 	f filter.Filter) (store.Facets, string, error) {
 	if err := s.checkRange(sc, f); err != nil {
 		return nil, fmt.Sprintf("No counts: this project's tier allows at most %s at once.",
-			spanText(s.maxRange(sc))), nil
+			filter.SpanText(s.maxRange(sc))), nil
 	}
 	done, err := s.beginQuery(sc)
 	if err != nil {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/guardwatch/observatory/internal/filter"
 	"github.com/guardwatch/observatory/internal/store"
 )
 
@@ -89,8 +89,9 @@ func (g *Gate) Admit(ctx context.Context, j *Job, lim Limits) (release func(), e
 	}
 	if d := j.Filter.To.Sub(j.Filter.From); lim.MaxRange > 0 && d > lim.MaxRange {
 		return nil, &LimitError{Reason: RefusedRange, Msg: fmt.Sprintf(
-			"The range spans %s; this project's tier (%s) exports at most %s at once. "+
-				"Narrow the range.", spanText(d.Round(time.Second)), lim.Tier, spanText(lim.MaxRange))}
+			"from: the range spans %s; this project's tier (%s) exports at most %s at "+
+				"once. Narrow the range.", filter.SpanText(d), lim.Tier,
+			filter.SpanText(lim.MaxRange))}
 	}
 	key := j.Scope.Account() + "/" + j.Scope.Project()
 	if !g.acquire(key, lim.Concurrent) {
@@ -154,22 +155,6 @@ func (g *Gate) release(key string) {
 	if g.running[key]--; g.running[key] <= 0 {
 		delete(g.running, key)
 	}
-}
-
-// spanText writes a limit's span as the tiers file does: "31d", "6h", "90m"
-// as "1h30m".
-func spanText(d time.Duration) string {
-	if day := 24 * time.Hour; d > 0 && d%day == 0 {
-		return strconv.FormatInt(int64(d/day), 10) + "d"
-	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 func plural(n int) string {

@@ -66,6 +66,9 @@ type Filter struct {
 type Error struct {
 	Param string
 	Msg   string
+	// TooLong marks a range longer than MaxRange, so that a caller with a
+	// shorter limit of its own can name that limit instead.
+	TooLong bool
 }
 
 func (e *Error) Error() string { return e.Param + ": " + e.Msg }
@@ -200,7 +203,8 @@ func (f *Filter) parseRange(q url.Values, now time.Time, loc *time.Location) err
 		return bad("to", "must be after from")
 	}
 	if f.To.Sub(f.From) > MaxRange {
-		return bad("from", "the range may span at most %d days", int(MaxRange.Hours()/24))
+		return &Error{Param: "from", TooLong: true, Msg: fmt.Sprintf(
+			"the range may span at most %d days", int(MaxRange.Hours()/24))}
 	}
 	return nil
 }
@@ -264,4 +268,24 @@ func (f Filter) Values() url.Values {
 	set("trace", f.TraceID)
 	set("q", f.Text)
 	return q
+}
+
+// SpanText writes the length of a time range for people: whole days as
+// "400d", two days or more as "458d 17h", shorter ones as "6h" or "90m".
+func SpanText(d time.Duration) string {
+	day := 24 * time.Hour
+	switch {
+	case d > 0 && d%day == 0:
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	case d >= 2*day:
+		return fmt.Sprintf("%dd %dh", int64(d/day), int64(d%day/time.Hour))
+	}
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
