@@ -19,8 +19,9 @@ var ErrForbiddenAddress = errors.New("alert: target address not allowed")
 
 // refusedTarget is the one message a refused or unresolvable target gets,
 // so that saving a subscription cannot tell which internal names exist.
-const refusedTarget = "must name a host that resolves to public addresses only " +
-	"(loopback, private, link-local, CGNAT, unique-local and metadata addresses are refused)"
+const refusedTarget = "must name a host that resolves from this server, and only to public " +
+	"addresses (a name that does not resolve is refused, as are loopback, private, " +
+	"link-local, CGNAT, unique-local and metadata addresses)"
 
 // blocked are the ranges no notification may reach unless allowed: the
 // machine itself, private networks, link-local (cloud metadata at
