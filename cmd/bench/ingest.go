@@ -25,7 +25,7 @@ import (
 
 type ingestCmd struct {
 	Events        int    `name:"events" default:"200000" help:"Events per measurement."`
-	BatchSize     int    `name:"batch-size" default:"20000" help:"Ingester batch size."`
+	BatchSize     int    `name:"batch-size" default:"5000" help:"Ingester batch size; the ingester's own default."`
 	IngestBin     string `name:"ingest-bin" type:"existingfile" help:"Built cmd/ingest: the end-to-end run starts it as its own process and reports its peak RSS and CPU; without it the ingester runs in this process."`
 	ClickHousePID int    `name:"clickhouse-pid" help:"Process id of the ClickHouse server, to report its CPU time per event."`
 	Compression   string `name:"clickhouse-compression" default:"lz4" enum:"lz4,none" help:"Compression of insert blocks on the wire, for every measurement and the ingester process."`

@@ -459,7 +459,7 @@ func (c *queriesCmd) pages(ctx context.Context, st *store.Store) ([]qPage, error
 		return nil, err
 	}
 	return []qPage{
-		{"traces page (default 24h)", []string{"/p/" + qViewed + "/traces"}},
+		{pageTraces, []string{"/p/" + qViewed + "/traces"}},
 		{"traces page, 30d", []string{"/p/" + qViewed + "/traces?range=30d"}},
 		{"trace detail", details},
 		{"session timeline", sessions},
@@ -512,6 +512,9 @@ func qPct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func qms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+// pageTraces names the measurement the traces page target applies to.
+const pageTraces = "traces page (default 24h)"
 
 func printQueries(rs []qResult, steps []int) {
 	fmt.Printf("\n| page | neighbour rows | table rows | p50 ms | p95 ms | max ms | body KB |\n")
@@ -572,7 +575,7 @@ func printQueries(rs []qResult, steps []int) {
 			}
 		}
 		figure := fmt.Sprintf("p50 %s / p95 %s ms", qms(mid), qms(worst))
-		if name == "traces page (24h)" {
+		if name == pageTraces {
 			summary("queries: "+name+", slower step of the two", figure, "p95 < 100 ms",
 				worst < 100*time.Millisecond)
 		} else {
