@@ -302,20 +302,14 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// peakRSS reads this process's peak resident set size (VmHWM) in kB.
+// peakRSS reads this process's peak resident set size (VmHWM) in kB, or
+// -1 when it cannot be read.
 func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	kb, err := procPeakRSS(os.Getpid())
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
-			return kb
-		}
-	}
-	return -1
+	return kb
 }
 
 func dropBenchDB(ctx context.Context, addr, db string) {
