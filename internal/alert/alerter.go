@@ -167,9 +167,6 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream,
 	return a, nil
 }
 
-// Store returns the subscription store the replica reads.
-func (a *Alerter) Store() *Store { return a.store }
-
 // Run evaluates and delivers until ctx ends, then finishes the decision
 // in hand and gives sends in flight the grace period.
 func (a *Alerter) Run(ctx context.Context) error {

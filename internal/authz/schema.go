@@ -20,10 +20,6 @@ var schemaText []byte
 // Namespace is the Cedar namespace of every entity type and action.
 const Namespace = "Observatory"
 
-// Schema returns the Cedar schema that every policy file is validated
-// against, so that tools and docs can show it.
-func Schema() string { return string(schemaText) }
-
 // newValidator parses the embedded schema and returns a strict validator.
 func newValidator() (*validate.Validator, error) {
 	var s schema.Schema

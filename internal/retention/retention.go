@@ -215,20 +215,6 @@ func (j *Job) record(pr ProjectReport) {
 		"partition_rows", pr.PartitionRows, "mutation_rows", pr.MutationRows)
 }
 
-// Every runs the job now and then every interval until ctx ends.
-func (j *Job) Every(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		_, _ = j.Run(ctx) // logged by Run
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 type metrics struct {
 	rows       *prometheus.CounterVec
 	partitions *prometheus.CounterVec
