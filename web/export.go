@@ -320,7 +320,11 @@ func (s *server) admitExport(ctx context.Context, j *export.Job) (release func()
 	case export.RefusedConcurrent, export.RefusedPerDay:
 		status = http.StatusTooManyRequests
 	}
-	return nil, &userError{Status: status, Msg: le.Msg, RetryAfter: le.RetryAfter}
+	ue := &userError{Status: status, Msg: le.Msg, RetryAfter: le.RetryAfter}
+	if le.Reason == export.RefusedRange {
+		ue.Param = "from" // le.Msg starts with it
+	}
+	return nil, ue
 }
 
 // downloadWriter records whether the response has begun and keeps the
