@@ -28,11 +28,11 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/guardwatch/observatory/internal/bus"
+	"github.com/guardwatch/observatory/internal/cmdline"
 	"github.com/guardwatch/observatory/internal/deadletter"
 	"github.com/guardwatch/observatory/internal/events"
 )
@@ -134,10 +134,7 @@ type env struct {
 }
 
 // errUsage wraps flag errors, which exit with status 2.
-var errUsage = errors.New("usage")
-
-// helpShown ends a parse that printed help.
-type helpShown struct{}
+var errUsage = cmdline.ErrUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -153,23 +150,10 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c cli
-	parser, err := kong.New(&c, kong.Name("deadletter"),
-		kong.Description("Inspect and replay the dead letters of a tenant."),
-		kong.Writers(stdout, stderr), kong.Exit(func(int) { panic(helpShown{}) }))
-	if err != nil {
+	kctx, err := cmdline.Parse(&c, "deadletter",
+		"Inspect and replay the dead letters of a tenant.", args, stdout, stderr)
+	if err != nil || kctx == nil {
 		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(helpShown); !ok {
-				panic(r)
-			}
-			err = nil
-		}
-	}()
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 
 	opts := []nats.Option{nats.Name("guard-deadletter")}

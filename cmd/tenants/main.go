@@ -25,10 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/guardwatch/observatory/internal/cmdline"
 	"github.com/guardwatch/observatory/internal/events"
 	"github.com/guardwatch/observatory/internal/store"
 	"github.com/guardwatch/observatory/internal/tenant"
@@ -97,10 +97,7 @@ func (e *env) registry() (*tenant.Registry, error) {
 }
 
 // errUsage wraps flag errors, which exit with status 2.
-var errUsage = errors.New("usage")
-
-// helpShown ends a parse that printed help.
-type helpShown struct{}
+var errUsage = cmdline.ErrUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -117,23 +114,10 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout,
 	stderr io.Writer) (err error) {
 	var c cli
-	parser, err := kong.New(&c, kong.Name("tenants"),
-		kong.Description("Provision, limit and offboard tenants of the guard pipeline."),
-		kong.Writers(stdout, stderr), kong.Exit(func(int) { panic(helpShown{}) }))
-	if err != nil {
+	kctx, err := cmdline.Parse(&c, "tenants",
+		"Provision, limit and offboard tenants of the guard pipeline.", args, stdout, stderr)
+	if err != nil || kctx == nil {
 		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(helpShown); !ok {
-				panic(r)
-			}
-			err = nil
-		}
-	}()
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.LogLevel))
