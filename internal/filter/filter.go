@@ -199,6 +199,11 @@ func (f *Filter) parseRange(q url.Values, now time.Time, loc *time.Location) err
 	if f.To, err = parseTime(to, loc, true); err != nil {
 		return bad("to", "%s", err.Error())
 	}
+	// Stored times are ClickHouse DateTimes, which start in 1970; an
+	// earlier from would also be the zero time that means "no range".
+	if f.From.Before(time.Unix(0, 0)) {
+		return bad("from", "must be in 1970 or later")
+	}
 	if !f.From.Before(f.To) {
 		return bad("to", "must be after from")
 	}
